@@ -1,0 +1,505 @@
+package policy
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// MaxFileSize bounds the policy file kmsproxyd reads at start. A policy is a
+// handful of lines: enclave/policy.example.yaml, comments included, is about
+// 4 KiB, and one that spells out every operation and control endpoint on both
+// listeners with a hundred key patterns stays under 16 KiB. 64 KiB, the bound
+// DESIGN.md also sets for a request body, leaves room for comments and keeps
+// what the YAML parser is handed small.
+const MaxFileSize = 64 << 10
+
+// ParseError says why a policy file was refused and where. Error gives
+// "FILE:LINE:COLUMN: PATH: REASON", for example
+//
+//	policy.yaml:7:5: listeners.parent.operations[2]: unknown operation "Decrpyt" (did you mean "Decrypt"?)
+type ParseError struct {
+	// Filename is the name given to Parse or Load; "policy" when empty.
+	Filename string
+	// Line and Column are 1-based. Column is 0 for YAML syntax errors,
+	// whose line is the one the YAML parser reports (for an unclosed
+	// bracket or quote, the line where the construct starts or the one
+	// before the problem); Line is 0 when the problem is with the file as
+	// a whole (size, emptiness).
+	Line, Column int
+	// Path locates the offending node, e.g. "listeners.parent.keys[0]";
+	// empty at the top level and for syntax errors.
+	Path string
+	// Reason says what is wrong.
+	Reason string
+}
+
+// Error implements error.
+func (e *ParseError) Error() string {
+	var b strings.Builder
+	if e.Filename == "" {
+		b.WriteString("policy")
+	} else {
+		b.WriteString(e.Filename)
+	}
+	if e.Line > 0 {
+		b.WriteString(":" + strconv.Itoa(e.Line))
+		if e.Column > 0 {
+			b.WriteString(":" + strconv.Itoa(e.Column))
+		}
+	}
+	b.WriteString(": ")
+	if e.Path != "" {
+		b.WriteString(e.Path + ": ")
+	}
+	b.WriteString(e.Reason)
+	return b.String()
+}
+
+// Load reads and parses the policy file at path. A file larger than
+// MaxFileSize is refused without reading the rest.
+func Load(path string) (*Policy, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("failed to open policy file: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("failed to read policy file %s: %w", path, err)
+	}
+	return Parse(data, path)
+}
+
+// Parse parses and checks a policy file; filename is used in errors and
+// reported by Source. Every problem is a *ParseError naming the first
+// offending node; see the package documentation for the format and the
+// meaning of omitted fields.
+func Parse(data []byte, filename string) (*Policy, error) {
+	p := &parser{filename: filename}
+	if len(data) > MaxFileSize {
+		return nil, p.fileError(fmt.Sprintf("file is larger than the %d-byte limit", MaxFileSize))
+	}
+	root, err := p.document(data)
+	if err != nil {
+		return nil, err
+	}
+	listeners, err := p.top(root)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range Listeners {
+		if _, ok := listeners[name]; !ok {
+			listeners[name] = denyAll(name)
+		}
+	}
+	sum := sha256.Sum256(data)
+	return &Policy{listeners: listeners, source: filename, sha256: hex.EncodeToString(sum[:])}, nil
+}
+
+// listenerFields are the fields a listener's mapping may hold.
+var listenerFields = []string{"operations", "keys", "encryption_context", "plaintext", "credentials_push", "control"}
+
+type parser struct {
+	filename string
+}
+
+func (p *parser) fileError(reason string) *ParseError {
+	return &ParseError{Filename: p.filename, Reason: reason}
+}
+
+func (p *parser) errorAt(n *yaml.Node, path, format string, args ...any) *ParseError {
+	return &ParseError{Filename: p.filename, Line: n.Line, Column: n.Column, Path: path, Reason: fmt.Sprintf(format, args...)}
+}
+
+// yamlLine finds the line number in a go.yaml.in/yaml/v3 syntax error,
+// which reads "yaml: line N: problem", or "yaml: problem" when the problem
+// is on the first line (the parser prints no line when its 0-based line
+// mark is 0).
+var yamlLine = regexp.MustCompile(`^yaml: line ([0-9]+): (.*)$`)
+
+// yamlUnknownAnchor is the error go.yaml.in/yaml/v3 gives, without a line,
+// for an alias whose anchor is not defined before it.
+var yamlUnknownAnchor = regexp.MustCompile(`^yaml: unknown anchor '(.*)' referenced$`)
+
+// syntaxError turns a YAML parser error into a *ParseError.
+func (p *parser) syntaxError(data []byte, err error) *ParseError {
+	msg := err.Error()
+	e := &ParseError{Filename: p.filename}
+	switch m := yamlLine.FindStringSubmatch(msg); {
+	case m != nil:
+		e.Line, _ = strconv.Atoi(m[1])
+		msg = m[2]
+	case yamlUnknownAnchor.MatchString(msg):
+		// Aliases are refused anyway; point at the first "*name".
+		name := yamlUnknownAnchor.FindStringSubmatch(msg)[1]
+		e.Line, e.Column = locate(data, "*"+name)
+		e.Reason = fmt.Sprintf("YAML aliases (*%s) are not supported in a policy: write the value out", name)
+		return e
+	case strings.HasPrefix(msg, "yaml: attempted to go past the end of stream"):
+		// No position: the parser lost track of it.
+	default:
+		// The parser omits the line only when its 0-based mark is 0.
+		e.Line = 1
+	}
+	e.Reason = "invalid YAML: " + strings.TrimPrefix(msg, "yaml: ")
+	if strings.Contains(msg, "did not find expected alphabetic or numeric character") {
+		e.Reason += ` (a bare * starts a YAML alias: quote it, "*")`
+	}
+	return e
+}
+
+// locate returns the 1-based line and column (in characters) of the first
+// occurrence of s in data, or 0, 0.
+func locate(data []byte, s string) (line, column int) {
+	i := bytes.Index(data, []byte(s))
+	if i < 0 {
+		return 0, 0
+	}
+	before := data[:i]
+	line = 1 + bytes.Count(before, []byte("\n"))
+	lineStart := bytes.LastIndexByte(before, '\n') + 1
+	return line, 1 + utf8.RuneCount(before[lineStart:])
+}
+
+// document decodes data into its one YAML document and returns the root
+// node.
+func (p *parser) document(data []byte) (*yaml.Node, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, p.fileError("file is empty: a policy is a mapping with a listeners key")
+		}
+		return nil, p.syntaxError(data, err)
+	}
+	var extra yaml.Node
+	switch err := dec.Decode(&extra); {
+	case err == nil:
+		at := &extra
+		if len(extra.Content) > 0 {
+			at = extra.Content[0]
+		}
+		return nil, p.errorAt(at, "", "a policy file holds one YAML document, and a second one starts here")
+	case !errors.Is(err, io.EOF):
+		return nil, p.syntaxError(data, err)
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
+		return nil, p.fileError("file holds no YAML document")
+	}
+	return doc.Content[0], nil
+}
+
+// top checks the root mapping and returns the rules of each listener it
+// configures.
+func (p *parser) top(root *yaml.Node) (map[string]*Rules, error) {
+	pairs, err := p.mapping(root, "", "a policy must be a mapping with a listeners key")
+	if err != nil {
+		return nil, err
+	}
+	var listenersNode *yaml.Node
+	for _, kv := range pairs {
+		if kv.name != "listeners" {
+			return nil, p.errorAt(kv.key, "", "unknown field %s%s; the top level holds only listeners", echo(kv.name), didYouMean(kv.name, []string{"listeners"}))
+		}
+		listenersNode = kv.value
+	}
+	if listenersNode == nil {
+		return nil, p.errorAt(root, "", "missing listeners: a policy says what each listener (parent, local) may do")
+	}
+	pairs, err = p.mapping(listenersNode, "listeners", "")
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*Rules, len(Listeners))
+	for _, kv := range pairs {
+		if !slices.Contains(Listeners, kv.name) {
+			return nil, p.errorAt(kv.key, "listeners", "unknown listener %s%s; the listeners are %s", echo(kv.name), didYouMean(kv.name, Listeners), strings.Join(Listeners, " and "))
+		}
+		r, err := p.listener(kv.value, "listeners."+kv.name, kv.name)
+		if err != nil {
+			return nil, err
+		}
+		out[kv.name] = r
+	}
+	return out, nil
+}
+
+// listener parses one listener's rules, applying the file defaults for
+// omitted fields.
+func (p *parser) listener(n *yaml.Node, path, name string) (*Rules, error) {
+	pairs, err := p.mapping(n, path, "")
+	if err != nil {
+		return nil, err
+	}
+	r := &Rules{listener: name, Operations: []string{}, Control: slices.Clone(defaultControl)}
+	var opNodes []*yaml.Node
+	plaintextSet := false
+	for _, kv := range pairs {
+		fpath := path + "." + kv.name
+		switch kv.name {
+		case "operations":
+			r.Operations, opNodes, err = p.names(kv.value, fpath, "operation", allOperations)
+		case "keys":
+			r.Keys, err = p.keyPatterns(kv.value, fpath)
+		case "encryption_context":
+			r.EncryptionContext, err = p.encryptionContext(kv.value, fpath)
+		case "plaintext":
+			r.Plaintext, err = p.boolean(kv.value, fpath)
+			plaintextSet = true
+		case "credentials_push":
+			r.CredentialsPush, err = p.boolean(kv.value, fpath)
+		case "control":
+			r.Control, _, err = p.names(kv.value, fpath, "control endpoint", ControlEndpoints)
+		default:
+			err = p.errorAt(kv.key, path, "unknown field %s%s; a listener's fields are %s", echo(kv.name), didYouMean(kv.name, listenerFields), strings.Join(listenerFields, ", "))
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if !r.Plaintext {
+		why := "plaintext is false on this listener"
+		if !plaintextSet {
+			why = "this listener omits plaintext, which then is false"
+		}
+		for i, op := range r.Operations {
+			if IsAttested(op) {
+				return nil, p.errorAt(opNodes[i], fmt.Sprintf("%s.operations[%d]", path, i),
+					"%s is an attested operation (its answer carries plaintext) but %s, so it would always be refused: set plaintext: true or remove %s", op, why, op)
+			}
+		}
+	}
+	return r, nil
+}
+
+// pair is one key and value of a YAML mapping.
+type pair struct {
+	name       string
+	key, value *yaml.Node
+}
+
+// noAlias refuses YAML anchors and aliases: a policy is read by people
+// auditing what an enclave image allows, and every value should be where it
+// applies.
+func (p *parser) noAlias(n *yaml.Node, path string) error {
+	if n.Kind == yaml.AliasNode {
+		return p.errorAt(n, path, "YAML aliases (*%s) are not supported in a policy: write the value out", n.Value)
+	}
+	if n.Anchor != "" {
+		return p.errorAt(n, path, "YAML anchors (&%s) are not supported in a policy: write the value out", n.Anchor)
+	}
+	return nil
+}
+
+// mapping checks that n is a mapping with string keys, none repeated, and
+// returns its pairs in file order. mustBe replaces the default wrong-type
+// reason.
+func (p *parser) mapping(n *yaml.Node, path, mustBe string) ([]pair, error) {
+	if err := p.noAlias(n, path); err != nil {
+		return nil, err
+	}
+	if n.Kind != yaml.MappingNode {
+		if mustBe == "" {
+			mustBe = "must be a mapping"
+		}
+		return nil, p.errorAt(n, path, "%s, got %s", mustBe, describe(n))
+	}
+	pairs := make([]pair, 0, len(n.Content)/2)
+	seen := make(map[string]int, len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if err := p.noAlias(k, path); err != nil {
+			return nil, err
+		}
+		if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {
+			return nil, p.errorAt(k, path, "YAML merge keys (<<) are not supported in a policy: write the fields out")
+		}
+		if k.Kind != yaml.ScalarNode || k.ShortTag() != "!!str" {
+			return nil, p.errorAt(k, path, "keys must be strings, got %s%s", describe(k), quoteHint(k))
+		}
+		if line, dup := seen[k.Value]; dup {
+			return nil, p.errorAt(k, path, "duplicate key %s (first at line %d)", echo(k.Value), line)
+		}
+		seen[k.Value] = k.Line
+		if err := p.noAlias(v, joinPath(path, k.Value)); err != nil {
+			return nil, err
+		}
+		pairs = append(pairs, pair{name: k.Value, key: k, value: v})
+	}
+	return pairs, nil
+}
+
+// sequence checks that n is a list and returns its items.
+func (p *parser) sequence(n *yaml.Node, path string) ([]*yaml.Node, error) {
+	if n.Kind != yaml.SequenceNode {
+		return nil, p.errorAt(n, path, "must be a list, got %s", describe(n))
+	}
+	for i, item := range n.Content {
+		if err := p.noAlias(item, fmt.Sprintf("%s[%d]", path, i)); err != nil {
+			return nil, err
+		}
+	}
+	return n.Content, nil
+}
+
+// str returns the value of a string scalar.
+func (p *parser) str(n *yaml.Node, path string) (string, error) {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
+		return "", p.errorAt(n, path, "must be a string, got %s%s", describe(n), quoteHint(n))
+	}
+	return n.Value, nil
+}
+
+// boolean returns the value of a true/false scalar. YAML 1.1 spellings such
+// as yes and on are strings in YAML 1.2 and are refused.
+func (p *parser) boolean(n *yaml.Node, path string) (bool, error) {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
+		return false, p.errorAt(n, path, "must be true or false, got %s", describe(n))
+	}
+	var b bool
+	if err := n.Decode(&b); err != nil {
+		return false, p.errorAt(n, path, "must be true or false, got %s", describe(n))
+	}
+	return b, nil
+}
+
+// names parses a list of names from known, or ["*"]. It returns the names
+// and their nodes.
+func (p *parser) names(n *yaml.Node, path, what string, known []string) ([]string, []*yaml.Node, error) {
+	items, err := p.sequence(n, path)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make([]string, 0, len(items))
+	seen := make(map[string]int, len(items))
+	for i, item := range items {
+		ipath := fmt.Sprintf("%s[%d]", path, i)
+		s, err := p.str(item, ipath)
+		if err != nil {
+			return nil, nil, err
+		}
+		switch {
+		case s == Wildcard:
+			if len(items) > 1 {
+				return nil, nil, p.errorAt(item, ipath, `"*" allows every %s and cannot be combined with names: list either "*" or names`, what)
+			}
+		case !slices.Contains(known, s):
+			hint := didYouMean(s, known)
+			if hasWildcard(s) {
+				hint = fmt.Sprintf(`; names are exact, without wildcards: list them, or "*" alone for every %s`, what)
+			} else if hint == "" {
+				hint = fmt.Sprintf(`; known names are %s, or "*" for all`, strings.Join(known, ", "))
+			}
+			return nil, nil, p.errorAt(item, ipath, "unknown %s %s%s", what, echo(s), hint)
+		}
+		if line, dup := seen[s]; dup {
+			return nil, nil, p.errorAt(item, ipath, "%s %s is listed twice (first at line %d)", what, s, line)
+		}
+		seen[s] = item.Line
+		out = append(out, s)
+	}
+	return out, items, nil
+}
+
+// keyPatterns parses the keys list.
+func (p *parser) keyPatterns(n *yaml.Node, path string) ([]string, error) {
+	items, err := p.sequence(n, path)
+	if err != nil {
+		return nil, err
+	}
+	if len(items) == 0 {
+		return nil, p.errorAt(n, path, "empty list: omit keys to allow any key, or list the key patterns to allow")
+	}
+	out := make([]string, 0, len(items))
+	seen := make(map[string]int, len(items))
+	for i, item := range items {
+		ipath := fmt.Sprintf("%s[%d]", path, i)
+		s, err := p.str(item, ipath)
+		if err != nil {
+			return nil, err
+		}
+		if reason := checkKeyPattern(s); reason != "" {
+			return nil, p.errorAt(item, ipath, "bad key pattern %s: %s", echo(s), reason)
+		}
+		if line, dup := seen[s]; dup {
+			return nil, p.errorAt(item, ipath, "key pattern %s is listed twice (first at line %d)", echo(s), line)
+		}
+		seen[s] = item.Line
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// encryptionContext parses the encryption_context mapping.
+func (p *parser) encryptionContext(n *yaml.Node, path string) (map[string]string, error) {
+	pairs, err := p.mapping(n, path, "must be a mapping of encryption context keys to value patterns")
+	if err != nil {
+		return nil, err
+	}
+	if len(pairs) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]string, len(pairs))
+	for _, kv := range pairs {
+		if kv.name == "" {
+			return nil, p.errorAt(kv.key, path, "empty encryption context key")
+		}
+		vpath := joinPath(path, kv.name)
+		v, err := p.str(kv.value, vpath)
+		if err != nil {
+			return nil, err
+		}
+		if reason := checkValuePattern(v); reason != "" {
+			return nil, p.errorAt(kv.value, vpath, "bad value pattern %s: %s", echo(v), reason)
+		}
+		out[kv.name] = v
+	}
+	return out, nil
+}
+
+// describe names a node's kind and value for an error message.
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.AliasNode:
+		return "an alias"
+	case yaml.ScalarNode:
+		switch tag := n.ShortTag(); tag {
+		case "!!null":
+			return "null"
+		case "!!str":
+			return "the string " + echo(n.Value)
+		case "!!int", "!!float", "!!bool", "!!timestamp", "!!binary":
+			if n.Style&yaml.TaggedStyle == 0 && len(n.Value) <= 64 {
+				return strings.TrimPrefix(tag, "!!") + " " + n.Value
+			}
+			return strings.TrimPrefix(tag, "!!") + " " + echo(n.Value)
+		default:
+			return "a value tagged " + echo(tag)
+		}
+	}
+	return "an empty node"
+}
+
+// quoteHint suggests quoting a scalar YAML read as another type.
+func quoteHint(n *yaml.Node) string {
+	if n.Kind == yaml.ScalarNode && n.Style&yaml.TaggedStyle == 0 && n.ShortTag() != "!!str" && n.ShortTag() != "!!null" {
+		return fmt.Sprintf(" (quote it for the string: %s)", strconv.Quote(n.Value))
+	}
+	return ""
+}

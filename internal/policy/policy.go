@@ -1,0 +1,233 @@
+package policy
+
+import (
+	"slices"
+)
+
+// Listener names, the keys under listeners: in a policy file.
+const (
+	// ListenerParent is the API kmsproxyd serves to the parent instance
+	// (--listen-parent, vsock).
+	ListenerParent = "parent"
+	// ListenerLocal is the API kmsproxyd serves to apps inside the enclave
+	// (--listen-local, loopback).
+	ListenerLocal = "local"
+)
+
+// Listeners lists the listener names a policy file may configure.
+var Listeners = []string{ListenerParent, ListenerLocal}
+
+// AttestedOperations are the KMS operations kmsproxyd sends with the
+// enclave's attestation (Recipient) and whose answer carries a secret it
+// decrypts inside the enclave: Decrypt and GenerateDataKey → Plaintext,
+// GenerateDataKeyPair → PrivateKeyPlaintext, GenerateRandom → Plaintext,
+// DeriveSharedSecret → SharedSecret (KMS API reference, "Recipient" of each
+// operation). They are the operations the plaintext rule governs.
+var AttestedOperations = []string{"Decrypt", "GenerateDataKey", "GenerateDataKeyPair", "GenerateRandom", "DeriveSharedSecret"}
+
+// PassThroughOperations are the KMS operations kmsproxyd forwards unchanged:
+// none of their answers carries plaintext.
+var PassThroughOperations = []string{"Encrypt", "GenerateDataKeyWithoutPlaintext", "GenerateDataKeyPairWithoutPlaintext", "ReEncrypt", "DescribeKey", "GetPublicKey", "Sign", "Verify", "GenerateMac", "VerifyMac"}
+
+// ControlEndpoints are kmsproxyd's own endpoints a policy can open to a
+// listener: GET /healthz, GET /readyz, GET /metrics, GET /v1/info and
+// POST /v1/attestation. PUT /v1/credentials is governed by credentials_push.
+var ControlEndpoints = []string{"healthz", "readyz", "metrics", "info", "attestation"}
+
+// defaultControl is what a listener in a policy file may use when it omits
+// control: liveness and readiness only, which tell nothing about keys.
+var defaultControl = []string{"healthz", "readyz"}
+
+// Wildcard, as the only element of operations or control, allows every
+// operation or endpoint.
+const Wildcard = "*"
+
+// allOperations is every operation name a policy may list.
+var allOperations = slices.Concat(AttestedOperations, PassThroughOperations)
+
+// IsAttested reports whether op is one of AttestedOperations.
+func IsAttested(op string) bool { return slices.Contains(AttestedOperations, op) }
+
+// isOperation reports whether op is an operation kmsproxyd serves.
+func isOperation(op string) bool { return slices.Contains(allOperations, op) }
+
+// Policy is a parsed policy: the Rules of each listener, and where they came
+// from. It is read-only after Parse, Load or Default returns it and safe for
+// concurrent use.
+type Policy struct {
+	// listeners holds the rules of both ListenerParent and ListenerLocal;
+	// a listener absent from the file has deny-all rules here.
+	listeners map[string]*Rules
+	// source is the file name given to Parse or Load; "" for Default.
+	source string
+	// sha256 is the hex SHA-256 of the file's bytes; "" for Default.
+	sha256 string
+	// isDefault marks the built-in default.
+	isDefault bool
+}
+
+// Rules is what one listener may do. The exported fields are the effective
+// values (defaults for omitted fields already applied); they must not be
+// modified once the Policy is in use. Field tags give the file's names, so a
+// Rules encodes to the policy file's form (YAML) and to /v1/info (JSON).
+type Rules struct {
+	// Operations lists allowed operation names, or is ["*"] for all of them.
+	Operations []string `json:"operations" yaml:"operations,flow"`
+	// Keys lists glob patterns over request key identifiers; empty means any
+	// key.
+	Keys []string `json:"keys,omitempty" yaml:"keys,omitempty"`
+	// EncryptionContext maps encryption context keys the request must carry
+	// to globs their values must match; empty means no requirement.
+	EncryptionContext map[string]string `json:"encryption_context,omitempty" yaml:"encryption_context,omitempty"`
+	// Plaintext allows attested operations, whose answer carries plaintext.
+	Plaintext bool `json:"plaintext" yaml:"plaintext"`
+	// CredentialsPush allows PUT /v1/credentials.
+	CredentialsPush bool `json:"credentials_push" yaml:"credentials_push"`
+	// Control lists allowed control endpoint names, or is ["*"].
+	Control []string `json:"control" yaml:"control,flow"`
+
+	// listener is the listener these rules belong to, for Denied messages.
+	listener string
+	// absent marks a listener the policy file does not mention.
+	absent bool
+}
+
+// denyAll returns the rules of a listener a policy does not configure: no
+// operation, no plaintext, no credentials, healthz and readyz only.
+func denyAll(listener string) *Rules {
+	return &Rules{
+		Operations: []string{},
+		Control:    slices.Clone(defaultControl),
+		listener:   listener,
+		absent:     true,
+	}
+}
+
+// Default returns the built-in policy kmsproxyd uses when it is given no
+// policy file. Both listeners may call every operation on any key, receive
+// plaintext and use every control endpoint; the parent may push credentials.
+// That is the behaviour of AWS's kmstool-enclave-cli, which decrypts whatever
+// the parent sends it, and it means the parent instance can read every secret
+// the enclave's keys protect: see DefaultWarning.
+func Default() *Policy {
+	all := func(listener string, push bool) *Rules {
+		return &Rules{
+			Operations:      []string{Wildcard},
+			Plaintext:       true,
+			CredentialsPush: push,
+			Control:         slices.Clone(ControlEndpoints),
+			listener:        listener,
+		}
+	}
+	return &Policy{
+		listeners: map[string]*Rules{
+			ListenerParent: all(ListenerParent, true),
+			ListenerLocal:  all(ListenerLocal, false),
+		},
+		isDefault: true,
+	}
+}
+
+// IsDefault reports whether p is the built-in default rather than a file.
+func (p *Policy) IsDefault() bool { return p != nil && p.isDefault }
+
+// defaultWarning is the text of DefaultWarning.
+const defaultWarning = "no policy file given: using the built-in default policy, under which " +
+	"the parent instance can read every secret it asks for (both listeners may call every " +
+	"KMS operation on any key and receive the plaintext); bake a hardened policy into the " +
+	"enclave image and pass it with --policy (see enclave/policy.example.yaml)"
+
+// DefaultWarning returns the warning kmsproxyd logs once at start when it
+// runs under the built-in default, or "" for a policy read from a file.
+func (p *Policy) DefaultWarning() string {
+	if !p.IsDefault() {
+		return ""
+	}
+	return defaultWarning
+}
+
+// Source returns the file name the policy was parsed from, or "" for the
+// built-in default.
+func (p *Policy) Source() string { return p.source }
+
+// SHA256 returns the hex SHA-256 of the policy file's bytes, or "" for the
+// built-in default. Operators compare it with the file they baked into the
+// image.
+func (p *Policy) SHA256() string { return p.sha256 }
+
+// Rules returns the rules of the named listener. It never returns nil: a
+// listener the policy does not configure, or a name that is no listener,
+// gets deny-all rules (healthz and readyz only).
+func (p *Policy) Rules(listener string) *Rules {
+	if p != nil {
+		if r, ok := p.listeners[listener]; ok {
+			return r
+		}
+	}
+	return denyAll(listener)
+}
+
+// Summary is the effective policy as kmsproxyd reports it on /v1/info. It
+// holds no secrets: a policy names operations, key identifiers and context
+// keys, all of which KMS itself logs in CloudTrail.
+type Summary struct {
+	// Source is the policy file name, or "built-in default".
+	Source string `json:"source"`
+	// Default is true under the built-in default policy.
+	Default bool `json:"default"`
+	// SHA256 is the hex SHA-256 of the policy file; absent for the default.
+	SHA256 string `json:"sha256,omitempty"`
+	// Listeners holds the effective rules of every listener, including
+	// deny-all rules for a listener the file leaves out.
+	Listeners map[string]*Rules `json:"listeners"`
+}
+
+// Summary returns the effective policy for /v1/info. The Rules in it are
+// copies.
+func (p *Policy) Summary() Summary {
+	s := Summary{
+		Source:    p.source,
+		Default:   p.IsDefault(),
+		SHA256:    p.sha256,
+		Listeners: make(map[string]*Rules, len(Listeners)),
+	}
+	if s.Default {
+		s.Source = "built-in default"
+	}
+	for _, name := range Listeners {
+		s.Listeners[name] = p.Rules(name).clone()
+	}
+	return s
+}
+
+// policyFile is the shape of a policy file, for MarshalYAML.
+type policyFile struct {
+	Listeners map[string]*Rules `yaml:"listeners"`
+}
+
+// MarshalYAML implements yaml.Marshaler: it writes the effective policy in
+// the policy file's format with every field explicit, so that parsing the
+// output gives the same rules (a listener the file left out is written as
+// its deny-all rules).
+func (p *Policy) MarshalYAML() (any, error) {
+	f := policyFile{Listeners: make(map[string]*Rules, len(Listeners))}
+	for _, name := range Listeners {
+		f.Listeners[name] = p.Rules(name).clone()
+	}
+	return f, nil
+}
+
+// clone returns a deep copy of r with non-nil Operations and Control.
+func (r *Rules) clone() *Rules {
+	c := *r
+	c.Operations = append([]string{}, r.Operations...)
+	c.Control = append([]string{}, r.Control...)
+	c.Keys = slices.Clone(r.Keys)
+	if r.EncryptionContext != nil {
+		c.EncryptionContext = make(map[string]string, len(r.EncryptionContext))
+		for k, v := range r.EncryptionContext {
+			c.EncryptionContext[k] = v
+		}
+	}
+	return &c
+}

@@ -1,0 +1,241 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// Denied is a request the policy refuses. Its message is written for the
+// caller, who gets it in an AccessDeniedException: it names the listener and
+// the rule so the operator knows which line of the policy to change, and it
+// never carries request data beyond an operation name, a key identifier or
+// an encryption context key (KMS logs all three in CloudTrail; the AWS KMS
+// API reference warns against putting confidential data in them).
+type Denied struct {
+	// Listener is the listener the request came in on.
+	Listener string
+	// Rule is the policy path that refused it, e.g.
+	// "listeners.parent.operations".
+	Rule string
+	// Reason says what the listener may not do, e.g. "may not call
+	// GenerateDataKeyPair".
+	Reason string
+}
+
+// Error implements error: `listener "parent" may not call
+// GenerateDataKeyPair (policy: listeners.parent.operations)`.
+func (d *Denied) Error() string {
+	return fmt.Sprintf("listener %q %s (policy: %s)", d.Listener, d.Reason, d.Rule)
+}
+
+// maxEcho bounds how much of a caller-supplied identifier a Denied message
+// repeats. An alias ARN, the longest identifier KMS accepts, is at most
+// about 320 bytes: a 256-character alias name ("Create aliases", AWS KMS
+// Developer Guide) after "arn:aws-us-gov:kms:REGION:ACCOUNT:" and "alias/".
+// Anything longer is not a KMS identifier and is cut.
+const maxEcho = 320
+
+// echo quotes a caller-supplied string for a message, cut at maxEcho bytes
+// on a character boundary. %q escaping keeps control characters out.
+func echo(s string) string {
+	if len(s) <= maxEcho {
+		return strconv.Quote(s)
+	}
+	cut := maxEcho
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return strconv.Quote(s[:cut]) + "…"
+}
+
+// path returns the policy path of one of r's fields.
+func (r *Rules) path(field string) string {
+	if r.absent || field == "" {
+		return "listeners." + r.listener
+	}
+	return "listeners." + r.listener + "." + field
+}
+
+// deny builds a Denied for field. For a listener absent from the policy
+// file the reason says so, since there is no line to point at.
+func (r *Rules) deny(field, reason string) *Denied {
+	if r.absent {
+		reason += ": the listener is not in the policy, so it may use only healthz and readyz"
+	}
+	return &Denied{Listener: r.listener, Rule: r.path(field), Reason: reason}
+}
+
+// AllowOperation returns nil when the listener may call op, the KMS operation
+// name from X-Amz-Target ("TrentService.<op>"), or a *Denied naming the
+// operations rule. "*" allows every name in AttestedOperations and
+// PassThroughOperations and nothing else.
+func (r *Rules) AllowOperation(op string) error {
+	if !isOperation(op) {
+		return r.deny("operations", fmt.Sprintf("may not call %s: not an operation kmsproxyd serves", echo(op)))
+	}
+	if slices.Contains(r.Operations, Wildcard) || slices.Contains(r.Operations, op) {
+		return nil
+	}
+	return r.deny("operations", "may not call "+op)
+}
+
+// KeysRestricted reports whether the listener's keys rule lists patterns, in
+// which case every request that uses a key must name it (KeyId) and the name
+// must match.
+func (r *Rules) KeysRestricted() bool { return len(r.Keys) > 0 }
+
+// AllowKey returns nil when the listener may use the key a request names, or
+// a *Denied naming the keys rule. keyID is the request's KeyId (or, for
+// ReEncrypt, each of SourceKeyId and DestinationKeyId) as the caller wrote
+// it: a key id, key ARN, alias name or alias ARN. It matches when it matches
+// any pattern as a whole string; an alias pattern does not match the key the
+// alias points to, nor a key ARN pattern a bare key id, since the policy
+// cannot resolve either. Operations that take no key (GenerateRandom) are
+// not subject to this rule.
+//
+// An empty keyID is refused when keys are restricted: KMS lets Decrypt of a
+// symmetric ciphertext omit KeyId and then uses whichever key the ciphertext
+// names (KMS API reference, Decrypt: "If the ciphertext was encrypted under a
+// symmetric encryption KMS key, the KeyId parameter is optional"), which the
+// policy could only check after the fact. See AllowAnsweredKey for the check
+// on KMS's answer.
+func (r *Rules) AllowKey(keyID string) error {
+	if !r.KeysRestricted() {
+		return nil
+	}
+	if keyID == "" {
+		return r.deny("keys", "may use only the keys the policy lists, so the request must name its key: send KeyId (a key ARN or an alias)")
+	}
+	if r.matchKey(keyID) {
+		return nil
+	}
+	return r.deny("keys", "may not use key "+echo(keyID))
+}
+
+func (r *Rules) matchKey(keyID string) bool {
+	for _, p := range r.Keys {
+		if match(p, keyID) {
+			return true
+		}
+	}
+	return false
+}
+
+// AllowAnsweredKey is the check kmsproxyd makes on KMS's answer before it
+// releases a plaintext: answered is the KeyId KMS returned (always the key
+// ARN of the key it used) and requested the KeyId of the request, which
+// AllowKey has already allowed. It returns nil when keys are unrestricted or
+// answered matches a pattern. Otherwise it returns nil only when requested
+// matched a pattern and is not itself a key ARN: an alias or a bare key id
+// cannot be matched against the ARN KMS answers with, and KMS only answers
+// with the key the requested identifier names (KMS API reference,
+// IncorrectKeyException: "The KeyId in a Decrypt request and the SourceKeyId
+// in a ReEncrypt request must identify the same KMS key that was used to
+// encrypt the ciphertext"). A requested key ARN must equal what KMS
+// answers, so then the answer itself has to match. Like AllowKey it is not
+// for GenerateRandom, which uses no key.
+func (r *Rules) AllowAnsweredKey(requested, answered string) error {
+	if !r.KeysRestricted() || (answered != "" && r.matchKey(answered)) {
+		return nil
+	}
+	if requested != "" && !isKeyARN(requested) && r.matchKey(requested) {
+		return nil
+	}
+	if answered == "" {
+		return r.deny("keys", "may use only the keys the policy lists, and KMS's answer names no key")
+	}
+	return r.deny("keys", "may not use key "+echo(answered))
+}
+
+// isKeyARN reports whether id has the form of a key ARN,
+// arn:PARTITION:kms:REGION:ACCOUNT:key/ID.
+func isKeyARN(id string) bool {
+	f := strings.SplitN(id, ":", 6)
+	return len(f) == 6 && f[0] == "arn" && f[2] == "kms" && strings.HasPrefix(f[5], "key/")
+}
+
+// AllowEncryptionContext returns nil when ec, the request's encryption
+// context, holds every key the listener's encryption_context rule requires
+// with a value matching its glob, or a *Denied naming the first (in byte
+// order) required key that is missing or does not match. The message names
+// the key and the pattern, never the value the caller sent. kmsproxyd
+// applies it to the operations that carry an encryption context (for
+// ReEncrypt, both SourceEncryptionContext and DestinationEncryptionContext).
+func (r *Rules) AllowEncryptionContext(ec map[string]string) error {
+	var failKey string
+	failed := false
+	for k, pattern := range r.EncryptionContext {
+		if v, ok := ec[k]; ok && match(pattern, v) {
+			continue
+		}
+		if !failed || k < failKey {
+			failKey, failed = k, true
+		}
+	}
+	if !failed {
+		return nil
+	}
+	field := "encryption_context" + pathKey(failKey)
+	pattern := r.EncryptionContext[failKey]
+	if _, ok := ec[failKey]; !ok {
+		return r.deny(field, "must send encryption context key "+echo(failKey))
+	}
+	return r.deny(field, fmt.Sprintf("must send an encryption context value for %s that matches %q", echo(failKey), pattern))
+}
+
+// AllowPlaintext returns nil when the listener may receive the answer of op,
+// or a *Denied naming the plaintext rule when op is an attested operation
+// (its answer carries plaintext) and the listener has plaintext false.
+// Pass-through operations always pass: their answers carry no plaintext.
+func (r *Rules) AllowPlaintext(op string) error {
+	if !IsAttested(op) || r.Plaintext {
+		return nil
+	}
+	return r.deny("plaintext", fmt.Sprintf("may not receive plaintext, so it may not call %s", op))
+}
+
+// AllowCredentialsPush returns nil when the listener may push credentials
+// (PUT /v1/credentials), or a *Denied naming the credentials_push rule.
+func (r *Rules) AllowCredentialsPush() error {
+	if r.CredentialsPush {
+		return nil
+	}
+	return r.deny("credentials_push", "may not push credentials")
+}
+
+// AllowControl returns nil when the listener may use the named control
+// endpoint (one of ControlEndpoints), or a *Denied naming the control rule.
+func (r *Rules) AllowControl(name string) error {
+	if !slices.Contains(ControlEndpoints, name) {
+		return r.deny("control", fmt.Sprintf("may not use %s: not a control endpoint", echo(name)))
+	}
+	if slices.Contains(r.Control, Wildcard) || slices.Contains(r.Control, name) {
+		return nil
+	}
+	return r.deny("control", "may not use the "+name+" endpoint")
+}
+
+// joinPath appends a map key to a policy path.
+func joinPath(path, key string) string {
+	if path == "" && pathKey(key)[0] == '.' {
+		return key
+	}
+	return path + pathKey(key)
+}
+
+// pathKey renders a map key as a path element: ".name" when it is a plain
+// name, `["odd key"]` otherwise.
+func pathKey(k string) string {
+	plain := k != ""
+	for i := 0; i < len(k) && plain; i++ {
+		c := k[i]
+		plain = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-'
+	}
+	if plain {
+		return "." + k
+	}
+	return "[" + echo(k) + "]"
+}
