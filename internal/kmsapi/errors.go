@@ -11,12 +11,16 @@ import (
 // the AWS common errors page: client errors are 400, KMSInternalException
 // and KeyUnavailableException 500, DependencyTimeoutException 503.
 const (
-	AccessDenied               = "AccessDeniedException"
-	AlreadyExists              = "AlreadyExistsException"
-	DependencyTimeout          = "DependencyTimeoutException"
-	Disabled                   = "DisabledException"
-	IncorrectKey               = "IncorrectKeyException"
-	IncompleteSignature        = "IncompleteSignature"
+	AccessDenied      = "AccessDeniedException"
+	AlreadyExists     = "AlreadyExistsException"
+	DependencyTimeout = "DependencyTimeoutException"
+	Disabled          = "DisabledException"
+	IncorrectKey      = "IncorrectKeyException"
+	DryRunOperation   = "DryRunOperationException" // 412 (KMS API reference, Encrypt, Errors)
+	// IncompleteSignature is what JSON-protocol services such as KMS answer
+	// a malformed Authorization header with; the query protocol's code is
+	// "IncompleteSignature".
+	IncompleteSignature        = "IncompleteSignatureException"
 	InvalidAliasName           = "InvalidAliasNameException"
 	InvalidArn                 = "InvalidArnException"
 	InvalidCiphertext          = "InvalidCiphertextException"
@@ -50,6 +54,7 @@ var statusByType = map[string]int{
 	KeyUnavailable:             http.StatusInternalServerError,
 	DependencyTimeout:          http.StatusServiceUnavailable,
 	MissingAuthenticationToken: http.StatusForbidden,
+	DryRunOperation:            http.StatusPreconditionFailed,
 	UnrecognizedClient:         http.StatusBadRequest,
 	InvalidSignature:           http.StatusBadRequest,
 	ExpiredToken:               http.StatusBadRequest,

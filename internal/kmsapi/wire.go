@@ -62,6 +62,10 @@ func CheckRequest(r *http.Request) error {
 // ValidationException, a broken one a SerializationException.
 func ReadBody(r *http.Request, max int64) ([]byte, error) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, max+1))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return nil, Errorf(Validation, "Request body exceeds the %d-byte limit", max)
+	}
 	if err != nil {
 		return nil, Errorf(Serialization, "failed to read request body")
 	}
@@ -149,8 +153,15 @@ func WriteOutput(w http.ResponseWriter, out any) {
 // format), booleans and plain integers always. The SDK's ResultMetadata and
 // unexported fields are skipped.
 func EncodeOutput(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	if err := encodeValue(&buf, reflect.ValueOf(v)); err != nil {
+	return AppendOutput(nil, v)
+}
+
+// AppendOutput is EncodeOutput appending to dst. Callers answering with a
+// secret pass a dst with room for the whole answer, so the buffer never
+// grows (leaving partial copies behind), and clear it after writing.
+func AppendOutput(dst []byte, v any) ([]byte, error) {
+	buf := bytes.NewBuffer(dst[:0])
+	if err := encodeValue(buf, reflect.ValueOf(v)); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil
@@ -175,8 +186,15 @@ func encodeValue(buf *bytes.Buffer, v reflect.Value) error {
 		return nil
 	}
 	if v.Type() == bytesType {
-		b, _ := json.Marshal(base64.StdEncoding.EncodeToString(v.Bytes()))
+		// Base64 needs no JSON escaping; encoding straight into buf leaves
+		// no other copy of a secret blob for the caller to miss.
+		src := v.Bytes()
+		buf.WriteByte('"')
+		buf.Grow(base64.StdEncoding.EncodedLen(len(src)) + 1)
+		b := buf.AvailableBuffer()[:base64.StdEncoding.EncodedLen(len(src))]
+		base64.StdEncoding.Encode(b, src)
 		buf.Write(b)
+		buf.WriteByte('"')
 		return nil
 	}
 	switch v.Kind() {

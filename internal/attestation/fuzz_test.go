@@ -1,0 +1,80 @@
+package attestation_test
+
+import (
+	"crypto/x509"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/enclavekit/kmsproxy/internal/attestation"
+	"github.com/enclavekit/kmsproxy/internal/fixtures"
+)
+
+// skipProbe wraps a testing.TB so that fixtures.Dir reports an absent
+// shared testdata folder instead of skipping: the fuzz target must still
+// run on the committed vectors alone. Fatal errors (KMSPROXY_TESTDATA
+// naming a missing folder) stay fatal.
+type skipProbe struct {
+	testing.TB
+	skipped bool
+}
+
+func (p *skipProbe) Skipf(format string, args ...any) {
+	p.skipped = true
+	p.Logf("not seeding from real documents: "+format, args...)
+}
+
+// FuzzParse feeds Parse (and, when it succeeds, Verify and ChainSubjects)
+// arbitrary bytes, seeded from the committed vectors and the real
+// documents. It asserts no panic, errors that are *attestation.Error with
+// the package prefix, and that whatever parses respects NSM's limits.
+func FuzzParse(f *testing.F) {
+	seeds := 0
+	addAll := func(pattern string) {
+		files, err := filepath.Glob(pattern)
+		if err != nil {
+			f.Fatal(err)
+		}
+		for _, file := range files {
+			b, err := os.ReadFile(file)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(b)
+			seeds++
+		}
+	}
+	addAll(filepath.Join(vectorDir, "*.cbor"))
+	probe := &skipProbe{TB: f}
+	if dir := fixtures.Dir(probe); !probe.skipped {
+		addAll(filepath.Join(dir, "attestation", "real", "*.cbor"))
+	}
+	if seeds == 0 {
+		f.Fatal("FuzzParse has no seeds: testdata/vectors is empty")
+	}
+	pools := []*x509.CertPool{vectorRoots(f), attestation.NitroRoots()}
+
+	f.Fuzz(func(t *testing.T, b []byte) {
+		doc, err := attestation.Parse(b)
+		if err != nil {
+			checkTyped(t, err, nil)
+			if doc != nil {
+				t.Fatal("Parse returned a document with an error")
+			}
+			return
+		}
+		if len(doc.PublicKey) > attestation.MaxPublicKeySize || len(doc.UserData) > attestation.MaxUserDataSize ||
+			len(doc.Nonce) > attestation.MaxNonceSize || len(doc.CABundle) > attestation.MaxCABundleLen ||
+			len(doc.PCRs) > attestation.MaxPCRs || doc.ModuleID == "" || len(doc.Certificate) > attestation.MaxCertificateSize {
+			t.Fatalf("Parse accepted a document beyond NSM's limits")
+		}
+		if got := len(doc.ChainSubjects()); got != 1+len(doc.CABundle) {
+			t.Fatalf("ChainSubjects has %d entries for %d certificates", got, 1+len(doc.CABundle))
+		}
+		for _, pool := range pools {
+			if err := attestation.Verify(doc, pool, doc.Timestamp); err != nil {
+				checkTyped(t, err, nil)
+			}
+		}
+	})
+}

@@ -1,0 +1,288 @@
+package attestation
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+	"github.com/veraison/go-cose"
+)
+
+// Verify checks that doc, as returned by Parse, is an authentic NSM
+// attestation document at time at:
+//
+//  1. its exported fields still match the signed payload;
+//  2. digest is SHA384 and the PCRs are exactly 0-15 of 48 bytes each;
+//  3. the leaf certificate's key is ECDSA P-384;
+//  4. the COSE_Sign1 ES384 signature verifies with that key (go-cose);
+//  5. every certificate of the chain is valid at at;
+//  6. the chain certificate → cabundle[n-1] → ... → cabundle[1] verifies up
+//     to cabundle[0], which must be one of roots.
+//
+// It does not judge freshness (compare doc.Timestamp with your clock) nor
+// the PCR values (compare doc.PCRs with your policy). A nil roots is
+// refused: pass NitroRoots() for documents from real hardware.
+//
+// Chains that verified once are remembered (by the hash of their
+// certificates, at most maxCachedChains of them), so verifying further
+// documents from the same enclave costs one ES384 verification; the root's
+// presence in roots and every certificate's validity at at are checked on
+// every call. Verify is safe for concurrent use. Failures are *Error values
+// naming the check.
+func Verify(doc *Document, roots *x509.CertPool, at time.Time) error {
+	if doc == nil || doc.payload == nil || doc.leaf == nil {
+		return newError(CheckMalformed, "document did not come from Parse", nil)
+	}
+	if err := checkUnchanged(doc); err != nil {
+		return err
+	}
+	if doc.Digest != "SHA384" {
+		return newError(CheckDigest, fmt.Sprintf("digest is %.16q; Nitro Enclaves use SHA384", doc.Digest), nil)
+	}
+	if err := checkPCRs(doc.PCRs); err != nil {
+		return err
+	}
+	pub, ok := doc.leaf.PublicKey.(*ecdsa.PublicKey)
+	if !ok || pub.Curve != elliptic.P384() {
+		return newError(CheckLeafKey, fmt.Sprintf("leaf certificate key is %s, not ECDSA P-384", keyName(doc.leaf)), nil)
+	}
+	if err := verifySignature(doc, pub); err != nil {
+		return err
+	}
+	if roots == nil {
+		return newError(CheckChain, "no trusted roots given", nil)
+	}
+	if err := checkValidity(doc, at); err != nil {
+		return err
+	}
+	return verifyChain(doc, roots, at)
+}
+
+// checkUnchanged re-decodes the signed payload and compares it with the
+// exported fields, so a caller cannot verify one thing and read another.
+func checkUnchanged(doc *Document) error {
+	signed, err := decodePayload(doc.payload)
+	if err != nil {
+		return err
+	}
+	same := signed.ModuleID == doc.ModuleID &&
+		signed.Digest == doc.Digest &&
+		signed.Timestamp.Equal(doc.Timestamp) &&
+		bytes.Equal(signed.Certificate, doc.Certificate) &&
+		bytes.Equal(signed.PublicKey, doc.PublicKey) &&
+		bytes.Equal(signed.UserData, doc.UserData) &&
+		bytes.Equal(signed.Nonce, doc.Nonce) &&
+		len(signed.CABundle) == len(doc.CABundle) &&
+		len(signed.PCRs) == len(doc.PCRs)
+	for i := 0; same && i < len(signed.CABundle); i++ {
+		same = bytes.Equal(signed.CABundle[i], doc.CABundle[i])
+	}
+	for i, v := range signed.PCRs {
+		if !same {
+			break
+		}
+		w, ok := doc.PCRs[i]
+		same = ok && bytes.Equal(v, w)
+	}
+	if !same {
+		return newError(CheckMalformed, "document fields differ from the signed payload (modified after Parse)", nil)
+	}
+	return nil
+}
+
+func checkPCRs(pcrs map[int][]byte) error {
+	if len(pcrs) != PCRCount {
+		return newError(CheckPCRs, fmt.Sprintf("document has %d PCRs; Nitro Enclaves report %d", len(pcrs), PCRCount), nil)
+	}
+	for i := range PCRCount {
+		v, ok := pcrs[i]
+		if !ok {
+			return newError(CheckPCRs, fmt.Sprintf("PCR%d is missing", i), nil)
+		}
+		if len(v) != PCRSize {
+			return newError(CheckPCRs, fmt.Sprintf("PCR%d is %d bytes; SHA-384 PCRs are %d", i, len(v), PCRSize), nil)
+		}
+	}
+	return nil
+}
+
+func keyName(c *x509.Certificate) string {
+	if pub, ok := c.PublicKey.(*ecdsa.PublicKey); ok {
+		return "ECDSA " + pub.Curve.Params().Name
+	}
+	return c.PublicKeyAlgorithm.String()
+}
+
+func verifySignature(doc *Document, pub *ecdsa.PublicKey) error {
+	rawProtected, err := cbor.Marshal(doc.protected)
+	if err != nil {
+		return newError(CheckMalformed, "failed to encode the protected header", err)
+	}
+	msg := cose.Sign1Message{
+		Headers: cose.Headers{
+			RawProtected: rawProtected,
+			Protected:    cose.ProtectedHeader{cose.HeaderLabelAlgorithm: cose.AlgorithmES384},
+		},
+		Payload:   doc.payload,
+		Signature: doc.signature,
+	}
+	verifier, err := cose.NewVerifier(cose.AlgorithmES384, pub)
+	if err != nil {
+		return newError(CheckLeafKey, "leaf certificate key cannot verify ES384", err)
+	}
+	if err := msg.Verify(nil, verifier); err != nil {
+		return newError(CheckSignature, "COSE_Sign1 ES384 signature does not verify with the leaf certificate's key", err)
+	}
+	return nil
+}
+
+// checkValidity checks the leaf and every cabundle certificate at at, so
+// expiry is reported as such rather than as a broken chain.
+func checkValidity(doc *Document, at time.Time) error {
+	if err := validAt(doc.leaf, at); err != nil {
+		return err
+	}
+	for i := len(doc.bundle) - 1; i >= 0; i-- {
+		if err := validAt(doc.bundle[i], at); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func validAt(c *x509.Certificate, at time.Time) error {
+	const layout = time.RFC3339
+	if at.After(c.NotAfter) {
+		return newError(CheckExpired, fmt.Sprintf("certificate %.120q expired at %s; checked at %s",
+			c.Subject.String(), c.NotAfter.UTC().Format(layout), at.UTC().Format(layout)), nil)
+	}
+	if at.Before(c.NotBefore) {
+		return newError(CheckNotYetValid, fmt.Sprintf("certificate %.120q is valid from %s; checked at %s",
+			c.Subject.String(), c.NotBefore.UTC().Format(layout), at.UTC().Format(layout)), nil)
+	}
+	return nil
+}
+
+// anyUsage: NSM certificates carry no extended key usage.
+var anyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageAny}
+
+// verifyChain verifies leaf → cabundle[n-1] → ... → cabundle[1] → root with
+// crypto/x509 (signatures, CA flags, path lengths, key usage, validity) and
+// requires the chain to follow the cabundle in NSM's order with
+// cabundle[0] as the trusted root.
+func verifyChain(doc *Document, roots *x509.CertPool, at time.Time) error {
+	key := chainKey(doc)
+	if root := chains.get(key); root != nil {
+		// Signatures and constraints do not depend on time or on the pool;
+		// re-check that this root is still trusted and valid at at.
+		if _, err := root.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: at, KeyUsages: anyUsage}); err == nil {
+			return nil
+		}
+		// Fall through for the precise error.
+	}
+	inter := x509.NewCertPool()
+	for _, c := range doc.bundle[1:] {
+		inter.AddCert(c)
+	}
+	found, err := doc.leaf.Verify(x509.VerifyOptions{
+		Roots:         roots,
+		Intermediates: inter,
+		CurrentTime:   at,
+		KeyUsages:     anyUsage,
+	})
+	if err != nil {
+		return chainError(err, at)
+	}
+	for _, chain := range found {
+		if followsBundle(chain, doc) {
+			chains.put(key, chain[len(chain)-1])
+			return nil
+		}
+	}
+	return newError(CheckChain, "the verified chain does not follow the cabundle (root first, then each issuer down to the leaf's)", nil)
+}
+
+func chainError(err error, at time.Time) error {
+	var invalid x509.CertificateInvalidError
+	if errors.As(err, &invalid) && invalid.Reason == x509.Expired && invalid.Cert != nil {
+		if e := validAt(invalid.Cert, at); e != nil {
+			return e
+		}
+	}
+	var unknown x509.UnknownAuthorityError
+	if errors.As(err, &unknown) {
+		return newError(CheckChain, "the chain does not lead to a trusted root", err)
+	}
+	return newError(CheckChain, "failed to verify the certificate chain", err)
+}
+
+func followsBundle(chain []*x509.Certificate, doc *Document) bool {
+	n := len(doc.bundle)
+	if len(chain) != n+1 || !chain[0].Equal(doc.leaf) {
+		return false
+	}
+	for i := 1; i < n; i++ {
+		if !chain[i].Equal(doc.bundle[n-i]) {
+			return false
+		}
+	}
+	return bytes.Equal(chain[n].Raw, doc.bundle[0].Raw)
+}
+
+// maxCachedChains bounds the verified-chain cache: one entry per distinct
+// leaf (NSM issues a new leaf every few hours per enclave), a few hundred
+// bytes each.
+const maxCachedChains = 256
+
+type chainCache struct {
+	mu sync.Mutex
+	m  map[[sha256.Size]byte]*x509.Certificate // chain hash -> anchoring root
+}
+
+var chains = &chainCache{m: make(map[[sha256.Size]byte]*x509.Certificate)}
+
+func (c *chainCache) get(k [sha256.Size]byte) *x509.Certificate {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[k]
+}
+
+func (c *chainCache) put(k [sha256.Size]byte, root *x509.Certificate) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= maxCachedChains {
+		for old := range c.m { // evict an arbitrary entry
+			delete(c.m, old)
+			break
+		}
+	}
+	c.m[k] = root
+}
+
+func (c *chainCache) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	clear(c.m)
+}
+
+// chainKey hashes the leaf and the cabundle, each with its length.
+func chainKey(doc *Document) [sha256.Size]byte {
+	h := sha256.New()
+	var n [4]byte
+	for _, der := range append([][]byte{doc.Certificate}, doc.CABundle...) {
+		binary.BigEndian.PutUint32(n[:], uint32(len(der)))
+		h.Write(n[:])
+		h.Write(der)
+	}
+	var k [sha256.Size]byte
+	h.Sum(k[:0])
+	return k
+}
