@@ -45,11 +45,11 @@ var (
 // Status reports whether a provider can sign requests now. It holds no
 // secret.
 type Status struct {
-	Mode      Mode
-	Ready     bool
-	Expires   time.Time // zero when the credentials do not expire
-	LastError string    // never contains secrets
-	Updated   time.Time // when the credentials in use were obtained; zero if none
+	Mode      Mode      `json:"mode"`
+	Ready     bool      `json:"ready"`
+	Expires   time.Time `json:"expires,omitzero"`     // zero when the credentials do not expire
+	LastError string    `json:"last_error,omitempty"` // never contains secrets
+	Updated   time.Time `json:"updated,omitzero"`     // when the credentials in use were obtained; zero if none
 }
 
 // Sentinel errors that callers may branch on with errors.Is.

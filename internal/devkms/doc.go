@@ -1,0 +1,27 @@
+// Package devkms is a local AWS KMS for development and tests that, unlike
+// other KMS emulators, understands the Nitro Enclaves Recipient parameter.
+//
+// Nobody can exercise an enclave's KMS path without AWS and Nitro hardware:
+// the widely used local-kms ignores Recipient and returns plaintext. devkms
+// answers the KMS JSON 1.1 API (POST /, X-Amz-Target: TrentService.<Op>) the
+// way AWS KMS does, so unmodified AWS SDKs and the AWS CLI work against it
+// with an endpoint override, and it implements the attested path for real:
+// it verifies the attestation document in Recipient (COSE signature, chain to
+// a trusted root, freshness, an RSA public key), evaluates the key policy with
+// the kms:RecipientAttestation:* condition keys, and answers with
+// CiphertextForRecipient in the CMS layout AWS KMS emits and no plaintext.
+//
+// Key policies are enforced for every keyed operation (internal/keypolicy);
+// with a credentials file callers are authenticated with SigV4 and mapped to
+// principal ARNs, otherwise every caller is the account root. Keys, aliases
+// and policies can live in a state file that survives restarts and can be
+// created idempotently from a seed file. Fault injection (latency,
+// ThrottlingException, KMSInternalException) can be set by flag or at run
+// time on /devkms/faults.
+//
+// devkms is a development tool. Its state file holds key material in the
+// clear, its ciphertext format is its own (not AWS's), and it never contacts
+// AWS: never point it at real secrets. Use New to run it in-process (it is an
+// http.Handler), cmd/devkms to run it as a program, and the devkmstest
+// package to start a TLS instance from a test.
+package devkms
