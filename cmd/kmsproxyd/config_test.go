@@ -1,0 +1,156 @@
+package main
+
+import (
+	"bytes"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestParseConfigFlagWinsOverEnv(t *testing.T) {
+	c, err := parseConfig(
+		[]string{"--region", "eu-west-1", "--max-inflight", "10"},
+		env(map[string]string{
+			"KMSPROXY_REGION":          "us-east-1",
+			"KMSPROXY_KEY_BITS":        "4096",
+			"KMSPROXY_ATTESTATION_TTL": "0s",
+			"KMSPROXY_LISTEN_LOCAL":    "",
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Region != "eu-west-1" || c.MaxInflight != 10 {
+		t.Errorf("flags: region=%q max-inflight=%d", c.Region, c.MaxInflight)
+	}
+	if c.KeyBits != 4096 || c.AttestationTTL != 0 {
+		t.Errorf("env: key-bits=%d attestation-ttl=%v", c.KeyBits, c.AttestationTTL)
+	}
+	if c.ListenLocal != "tcp://127.0.0.1:8000" || c.KMSDial != "vsock://3:8000" || c.RequestTimeout != 10*time.Second {
+		t.Errorf("defaults: %+v", c)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
+	}
+	if got := c.Settings()["region"]; got != "eu-west-1" {
+		t.Errorf("Settings region = %v", got)
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{name: "bad env value", env: map[string]string{"KMSPROXY_KEY_BITS": "many"}, want: "KMSPROXY_KEY_BITS"},
+		{name: "unknown flag", args: []string{"--nope"}, want: "nope"},
+		{name: "positional", args: []string{"serve"}, want: "unexpected argument"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parseConfig(tt.args, env(tt.env))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("parseConfig error = %v, want one containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{name: "bad parent", args: []string{"--listen-parent", "5000"}, want: "--listen-parent"},
+		{name: "bad local", args: []string{"--listen-local", "tcp://x"}, want: "--listen-local"},
+		{name: "vsock dial without cid", args: []string{"--kms-dial", "vsock://:8000"}, want: "needs a CID"},
+		{name: "push needs region", args: []string{"--credentials", "push"}, want: "--region is required"},
+		{name: "bad credentials", args: []string{"--credentials", "file"}, want: "want imds, push or env"},
+		{name: "sim needs ca", args: []string{"--nsm", "sim"}, want: "--sim-ca"},
+		{name: "sim flags need sim", args: []string{"--sim-ca", "/tmp"}, want: "need --nsm sim"},
+		{name: "bad nsm", args: []string{"--nsm", "tpm"}, want: "want device or sim"},
+		{name: "bad bits", args: []string{"--key-bits", "1024"}, want: "--key-bits"},
+		{name: "negative ttl", args: []string{"--attestation-ttl", "-1s"}, want: "--attestation-ttl"},
+		{name: "tiny rotation", args: []string{"--key-rotation", "1ms"}, want: "--key-rotation"},
+		{name: "zero inflight", args: []string{"--max-inflight", "0"}, want: "--max-inflight"},
+		{name: "zero conns", args: []string{"--upstream-conns", "0"}, want: "--upstream-conns"},
+		{name: "zero timeout", args: []string{"--request-timeout", "0s"}, want: "--request-timeout"},
+		{name: "bad level", args: []string{"--log-level", "loud"}, want: "--log-level"},
+		{name: "bad format", args: []string{"--log-format", "xml"}, want: "--log-format"},
+		{name: "missing ca file", args: []string{"--kms-ca", "/nonexistent/ca.pem"}, want: "--kms-ca"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parseConfig(tt.args, env(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = c.Validate()
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Validate() = %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestRunUsageErrors(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"--key-bits", "7"}, env(nil), &stdout, &stderr); code != 2 {
+		t.Fatalf("exit %d, want 2", code)
+	}
+	if !strings.HasPrefix(stderr.String(), "kmsproxyd: error: --key-bits 7") {
+		t.Fatalf("stderr = %q", stderr.String())
+	}
+	stderr.Reset()
+	if code := run([]string{"-version"}, env(nil), &stdout, &stderr); code != 0 || !strings.HasPrefix(stdout.String(), "kmsproxyd ") {
+		t.Fatalf("-version: exit %d, stdout %q", code, stdout.String())
+	}
+}
+
+func TestSimulatorNeedsBuildTag(t *testing.T) {
+	if openSimulator != nil {
+		t.Skip("skipping: this test binary was built with -tags nsmsim")
+	}
+	dir := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"--nsm", "sim", "--sim-ca", dir, "--credentials", "env", "--region", "us-east-1",
+		"--listen-parent", "tcp://127.0.0.1:0", "--listen-local", ""}, env(nil), &stdout, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "built without the simulator") {
+		t.Fatalf("exit %d, stderr %s", code, stderr.String())
+	}
+}
+
+// TestProductionBinaryHasNoSimulator checks what the enclave image would
+// contain: the production build of kmsproxyd links neither the NSM
+// simulator nor devkms; the nsmsim build links the simulator.
+func TestProductionBinaryHasNoSimulator(t *testing.T) {
+	deps := func(tags ...string) string {
+		args := append([]string{"list", "-deps"}, tags...)
+		out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go list -deps: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	prod := deps()
+	for _, forbidden := range []string{
+		"github.com/enclavekit/kmsproxy/internal/nsmsim",
+		"github.com/enclavekit/kmsproxy/internal/devkms",
+		"github.com/enclavekit/kmsproxy/internal/keypolicy",
+	} {
+		if strings.Contains(prod, forbidden+"\n") {
+			t.Errorf("production kmsproxyd links %s", forbidden)
+		}
+	}
+	if !strings.Contains(prod, "github.com/enclavekit/kmsproxy/internal/proxy\n") {
+		t.Fatalf("go list -deps output does not look like kmsproxyd's:\n%s", prod)
+	}
+	if sim := deps("-tags", "nsmsim"); !strings.Contains(sim, "github.com/enclavekit/kmsproxy/internal/nsmsim\n") {
+		t.Errorf("the nsmsim build does not link the simulator")
+	}
+}

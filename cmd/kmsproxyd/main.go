@@ -1,0 +1,287 @@
+// Command kmsproxyd is the kmsproxy daemon that runs inside a Nitro Enclave:
+// it serves the ordinary AWS KMS API to the parent instance (vsock) and to
+// apps in the enclave (loopback), attaches the enclave's attestation to
+// every call that returns a secret, and opens KMS's CiphertextForRecipient
+// inside the enclave.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/enclavekit/kmsproxy/internal/credentials"
+	"github.com/enclavekit/kmsproxy/internal/policy"
+	"github.com/enclavekit/kmsproxy/internal/proxy"
+	"github.com/enclavekit/kmsproxy/internal/recipient"
+	"github.com/enclavekit/kmsproxy/internal/transport"
+	"github.com/enclavekit/kmsproxy/internal/upstream"
+)
+
+// drainGrace is added to --request-timeout for the shutdown drain: requests
+// in flight at SIGTERM get their whole timeout to finish.
+const drainGrace = 2 * time.Second
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	start := time.Now()
+	cfg, err := parseConfig(args, getenv)
+	if errors.Is(err, flagHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "kmsproxyd: error: %v\n", err)
+		return 2
+	}
+	if cfg.Version {
+		fmt.Fprintln(stdout, "kmsproxyd", version())
+		return 0
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(stderr, "kmsproxyd: error: %v\n", err)
+		return 2
+	}
+	log := newLogger(cfg, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := serve(ctx, cfg, log, start); err != nil {
+		log.Error("kmsproxyd stopped", "err", err)
+		return 1
+	}
+	log.Info("kmsproxyd stopped")
+	return 0
+}
+
+func newLogger(cfg *Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// serve wires every part, serves until ctx ends, then drains.
+func serve(ctx context.Context, cfg *Config, log *slog.Logger, start time.Time) error {
+	pol := policy.Default()
+	if cfg.Policy != "" {
+		var err error
+		if pol, err = policy.Load(cfg.Policy); err != nil {
+			return err
+		}
+	}
+	if pol.IsDefault() {
+		log.Warn(pol.DefaultWarning())
+	}
+
+	attester, closeAttester, err := openAttester(cfg)
+	if err != nil {
+		return fmt.Errorf("failed to open the attestation source: %w", err)
+	}
+	defer closeAttester()
+
+	bg, cancelBG := context.WithCancel(context.Background())
+	defer cancelBG()
+
+	// Credentials and region.
+	var (
+		creds credentials.Provider
+		push  *credentials.Push
+	)
+	region := cfg.Region
+	switch cfg.Credentials {
+	case "imds":
+		a, _ := transport.Parse(cfg.IMDSDial)
+		p, err := credentials.NewIMDS(a)
+		if err != nil {
+			return err
+		}
+		if region == "" {
+			rctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
+			region, err = p.Region(rctx)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("--region not given and IMDS did not tell it: %w", err)
+			}
+		}
+		p.Start(bg)
+		creds = p
+	case "push":
+		push = credentials.NewPush(time.Now)
+		creds = push
+	case "env":
+		p, err := credentials.NewEnv(os.Getenv)
+		if err != nil {
+			return err
+		}
+		creds = p
+	}
+
+	up, err := newUpstream(cfg, region, creds)
+	if err != nil {
+		return err
+	}
+
+	mgr, err := recipient.New(ctx, recipient.Config{
+		Attester:       attester,
+		Bits:           cfg.KeyBits,
+		Rotation:       cfg.KeyRotation,
+		AttestationTTL: cfg.AttestationTTL,
+	})
+	if err != nil {
+		return err
+	}
+	defer mgr.Close()
+
+	srv, err := proxy.New(proxy.Config{
+		Policy:         pol,
+		Recipient:      mgr,
+		Upstream:       up,
+		Credentials:    creds,
+		Push:           push,
+		Attester:       attester,
+		MaxInflight:    cfg.MaxInflight,
+		RequestTimeout: cfg.RequestTimeout,
+		Logger:         log,
+		Version:        version(),
+		Settings:       effectiveSettings(cfg, region, up),
+	})
+	if err != nil {
+		return err
+	}
+
+	// Listeners.
+	type listener struct {
+		name string
+		addr string
+		ln   net.Listener
+		http *http.Server
+	}
+	var listeners []*listener
+	defer func() {
+		for _, l := range listeners {
+			l.ln.Close()
+		}
+	}()
+	for _, l := range []struct{ name, addr string }{
+		{policy.ListenerParent, cfg.ListenParent},
+		{policy.ListenerLocal, cfg.ListenLocal},
+	} {
+		if l.addr == "" {
+			continue
+		}
+		a, _ := transport.Parse(l.addr)
+		if l.name == policy.ListenerLocal && a.Network == transport.TCP {
+			changed, err := transport.BringUpLoopback()
+			if err != nil {
+				return fmt.Errorf("--listen-local %s: %w", l.addr, err)
+			}
+			if changed {
+				log.Info("brought the loopback interface up")
+			}
+		}
+		ln, err := transport.Listen(a)
+		if err != nil {
+			return fmt.Errorf("failed to listen on %s (--listen-%s): %w", l.addr, l.name, err)
+		}
+		listeners = append(listeners, &listener{
+			name: l.name, addr: l.addr, ln: ln,
+			http: srv.HTTPServer(srv.Handler(l.name), log),
+		})
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { mgr.Run(bg); return nil })
+	for _, l := range listeners {
+		g.Go(func() error {
+			if err := l.http.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("listener %s: %w", l.name, err)
+			}
+			return nil
+		})
+		log.Info("listening", "listener", l.name, "address", l.addr, "actual", l.ln.Addr().String())
+	}
+	log.Info("kmsproxyd ready", "version", version(), "region", region,
+		"credentials", cfg.Credentials, "nsm", cfg.NSM,
+		"key_fingerprint", mgr.Status().KeyFingerprint,
+		"startup_ms", float64(time.Since(start).Microseconds())/1000)
+
+	g.Go(func() error {
+		<-gctx.Done()
+		log.Info("shutting down: draining requests", "deadline", (cfg.RequestTimeout + drainGrace).String())
+		dctx, cancel := context.WithTimeout(context.Background(), cfg.RequestTimeout+drainGrace)
+		defer cancel()
+		var errs []error
+		for _, l := range listeners {
+			if err := l.http.Shutdown(dctx); err != nil {
+				errs = append(errs, fmt.Errorf("listener %s did not drain: %w", l.name, err))
+			}
+		}
+		cancelBG()
+		return errors.Join(errs...)
+	})
+	return g.Wait()
+}
+
+func newUpstream(cfg *Config, region string, creds credentials.Provider) (*upstream.Client, error) {
+	dial, direct, err := upstream.ParseDial(cfg.KMSDial)
+	if err != nil {
+		return nil, fmt.Errorf("--kms-dial: %w", err)
+	}
+	uc := upstream.Config{
+		Region:         region,
+		Endpoint:       cfg.KMSEndpoint, // empty: the SDK's endpoint for the region
+		Dial:           dial,
+		Direct:         direct,
+		MaxConns:       cfg.UpstreamConns,
+		RequestTimeout: cfg.RequestTimeout,
+		Credentials:    creds,
+	}
+	if cfg.KMSCA != "" {
+		pem, err := os.ReadFile(cfg.KMSCA)
+		if err != nil {
+			return nil, fmt.Errorf("--kms-ca: %w", err)
+		}
+		uc.ExtraRootsPEM = pem
+	}
+	return upstream.New(uc)
+}
+
+// effectiveSettings is the configuration /v1/info shows, with the values
+// kmsproxyd worked out (region, endpoint) filled in.
+func effectiveSettings(cfg *Config, region string, up *upstream.Client) map[string]any {
+	s := cfg.Settings()
+	s["region"] = region
+	s["kms-endpoint"] = up.Endpoint()
+	return s
+}
+
+// version is the module version and VCS revision the binary was built from.
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			v += " (" + s.Value[:12] + ")"
+		}
+	}
+	return v
+}

@@ -1,0 +1,393 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"reflect"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/aws/aws-sdk-go-v2/service/kms/types"
+
+	"github.com/enclavekit/kmsproxy/internal/kmsapi"
+	"github.com/enclavekit/kmsproxy/internal/policy"
+	"github.com/enclavekit/kmsproxy/internal/upstream"
+)
+
+// Steps of an attested request, as named in metrics, logs and
+// KMSInternalException messages.
+const (
+	stepAttestation = "attestation"
+	stepUpstream    = "upstream"
+	stepEnvelope    = "envelope"
+)
+
+// request is the state of one KMS API request.
+type request struct {
+	id       string
+	listener string
+	op       string
+	rules    *policy.Rules
+	keyID    string
+	// requested and present record the request's key members (in
+	// keyMembers order) for checkAnswer.
+	requested [3]string
+	present   [3]bool
+	steps     [3]time.Duration // attestation, upstream, envelope
+}
+
+func (rq *request) step(name string, d time.Duration) {
+	switch name {
+	case stepAttestation:
+		rq.steps[0] += d
+	case stepUpstream:
+		rq.steps[1] += d
+	case stepEnvelope:
+		rq.steps[2] += d
+	}
+}
+
+// opHandler serves one KMS operation: decode body, check policy, call KMS,
+// write the answer.
+type opHandler func(s *Server, ctx context.Context, w http.ResponseWriter, rq *request, body []byte) error
+
+// operations maps every KMS operation kmsproxyd serves to its handler.
+var operations = map[string]opHandler{
+	"Decrypt": attested[kms.DecryptInput, kms.DecryptOutput]{
+		call:      (*kms.Client).Decrypt,
+		recipient: func(in *kms.DecryptInput) **types.RecipientInfo { return &in.Recipient },
+		envelope:  func(out *kms.DecryptOutput) *[]byte { return &out.CiphertextForRecipient },
+		plaintext: func(out *kms.DecryptOutput) *[]byte { return &out.Plaintext },
+	}.serve,
+	"GenerateDataKey": attested[kms.GenerateDataKeyInput, kms.GenerateDataKeyOutput]{
+		call:      (*kms.Client).GenerateDataKey,
+		recipient: func(in *kms.GenerateDataKeyInput) **types.RecipientInfo { return &in.Recipient },
+		envelope:  func(out *kms.GenerateDataKeyOutput) *[]byte { return &out.CiphertextForRecipient },
+		plaintext: func(out *kms.GenerateDataKeyOutput) *[]byte { return &out.Plaintext },
+	}.serve,
+	"GenerateDataKeyPair": attested[kms.GenerateDataKeyPairInput, kms.GenerateDataKeyPairOutput]{
+		call:      (*kms.Client).GenerateDataKeyPair,
+		recipient: func(in *kms.GenerateDataKeyPairInput) **types.RecipientInfo { return &in.Recipient },
+		envelope:  func(out *kms.GenerateDataKeyPairOutput) *[]byte { return &out.CiphertextForRecipient },
+		plaintext: func(out *kms.GenerateDataKeyPairOutput) *[]byte { return &out.PrivateKeyPlaintext },
+	}.serve,
+	"GenerateRandom": attested[kms.GenerateRandomInput, kms.GenerateRandomOutput]{
+		call:      (*kms.Client).GenerateRandom,
+		recipient: func(in *kms.GenerateRandomInput) **types.RecipientInfo { return &in.Recipient },
+		envelope:  func(out *kms.GenerateRandomOutput) *[]byte { return &out.CiphertextForRecipient },
+		plaintext: func(out *kms.GenerateRandomOutput) *[]byte { return &out.Plaintext },
+	}.serve,
+	"DeriveSharedSecret": attested[kms.DeriveSharedSecretInput, kms.DeriveSharedSecretOutput]{
+		call:      (*kms.Client).DeriveSharedSecret,
+		recipient: func(in *kms.DeriveSharedSecretInput) **types.RecipientInfo { return &in.Recipient },
+		envelope:  func(out *kms.DeriveSharedSecretOutput) *[]byte { return &out.CiphertextForRecipient },
+		plaintext: func(out *kms.DeriveSharedSecretOutput) *[]byte { return &out.SharedSecret },
+	}.serve,
+
+	"Encrypt":                             passThrough((*kms.Client).Encrypt),
+	"GenerateDataKeyWithoutPlaintext":     passThrough((*kms.Client).GenerateDataKeyWithoutPlaintext),
+	"GenerateDataKeyPairWithoutPlaintext": passThrough((*kms.Client).GenerateDataKeyPairWithoutPlaintext),
+	"ReEncrypt":                           passThrough((*kms.Client).ReEncrypt),
+	"DescribeKey":                         passThrough((*kms.Client).DescribeKey),
+	"GetPublicKey":                        passThrough((*kms.Client).GetPublicKey),
+	"Sign":                                passThrough((*kms.Client).Sign),
+	"Verify":                              passThrough((*kms.Client).Verify),
+	"GenerateMac":                         passThrough((*kms.Client).GenerateMac),
+	"VerifyMac":                           passThrough((*kms.Client).VerifyMac),
+}
+
+// serveAPI answers POST / : one KMS JSON 1.1 request.
+func (l *listenerHandler) serveAPI(w http.ResponseWriter, r *http.Request) {
+	s := l.s
+	start := time.Now()
+	rq := &request{id: newRequestID(), listener: l.name, rules: l.rules}
+	w.Header().Set("X-Amzn-RequestId", rq.id)
+
+	err := l.handle(w, r, rq)
+	outcome := "ok"
+	if err != nil {
+		ke := kmsapi.AsError(err, "internal error")
+		outcome = ke.Type
+		kmsapi.WriteError(w, ke)
+	}
+	d := time.Since(start)
+	op := rq.op
+	if op == "" {
+		op = "unknown"
+	}
+	s.metrics.requests.WithLabelValues(l.name, op, outcome).Inc()
+	if rq.op != "" {
+		s.metrics.duration.WithLabelValues(op).Observe(d.Seconds())
+	}
+	level := slog.LevelInfo
+	if err != nil && outcome == kmsapi.KMSInternal {
+		level = slog.LevelWarn
+	}
+	attrs := []slog.Attr{
+		slog.String("request_id", rq.id),
+		slog.String("listener", l.name),
+		slog.String("operation", op),
+		slog.String("outcome", outcome),
+		slog.Float64("duration_ms", ms(d)),
+	}
+	if rq.keyID != "" {
+		attrs = append(attrs, slog.String("key_id", rq.keyID))
+	}
+	if rq.steps != [3]time.Duration{} {
+		attrs = append(attrs, slog.Group("steps_ms",
+			slog.Float64(stepAttestation, ms(rq.steps[0])),
+			slog.Float64(stepUpstream, ms(rq.steps[1])),
+			slog.Float64(stepEnvelope, ms(rq.steps[2]))))
+	}
+	if err != nil {
+		// Our own errors and KMS's messages name keys and checks, never
+		// plaintext or key material (kmsapi.AsError hides the rest).
+		attrs = append(attrs, slog.String("error", kmsapi.AsError(err, "internal error").Message))
+	}
+	s.log.LogAttrs(r.Context(), level, "request", attrs...)
+}
+
+func (l *listenerHandler) handle(w http.ResponseWriter, r *http.Request, rq *request) error {
+	s := l.s
+	if err := kmsapi.CheckRequest(r); err != nil {
+		return err
+	}
+	op, err := kmsapi.Operation(r)
+	if err != nil {
+		return err
+	}
+	h, ok := operations[op]
+	if !ok {
+		return kmsapi.Errorf(kmsapi.UnknownOperation, "kmsproxyd does not serve %s", op)
+	}
+	rq.op = op
+	if err := l.rules.AllowOperation(op); err != nil {
+		return kmsapi.Errorf(kmsapi.AccessDenied, "%s", err)
+	}
+	select {
+	case s.inflight <- struct{}{}:
+		defer func() { <-s.inflight }()
+	default:
+		return kmsapi.Errorf(kmsapi.Throttling, "kmsproxyd is serving its maximum of %d concurrent requests; retry with backoff", cap(s.inflight))
+	}
+	s.metrics.inflight.Inc()
+	defer s.metrics.inflight.Dec()
+
+	r.Body = http.MaxBytesReader(w, r.Body, kmsapi.MaxRequestBody)
+	body, err := kmsapi.ReadBody(r, kmsapi.MaxRequestBody)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := s.withTimeout(r.Context())
+	defer cancel()
+	return h(s, ctx, w, rq, body)
+}
+
+// keyMembers pairs each key member of a KMS request with the member of the
+// answer that names the key KMS used for it.
+var keyMembers = []struct{ request, answer string }{
+	{"KeyId", "KeyId"},
+	{"SourceKeyId", "SourceKeyId"}, // ReEncrypt
+	{"DestinationKeyId", "KeyId"},  // ReEncrypt answers the destination as KeyId
+}
+
+// checkInput applies the listener's key and encryption-context rules to a
+// decoded input, found by the KMS member names the SDK types share.
+func checkInput(rq *request, in any) error {
+	v := reflect.ValueOf(in).Elem()
+	for i, m := range keyMembers {
+		f := v.FieldByName(m.request)
+		if !f.IsValid() {
+			continue
+		}
+		id := ""
+		if !f.IsNil() {
+			id = f.Elem().String()
+		}
+		rq.requested[i] = id
+		rq.present[i] = true
+		if m.request == "KeyId" {
+			rq.keyID = id
+		}
+		// An empty id passes only when keys are unrestricted: a listener
+		// with key patterns must say which key it means.
+		if err := rq.rules.AllowKey(id); err != nil {
+			return kmsapi.Errorf(kmsapi.AccessDenied, "%s", err)
+		}
+	}
+	for _, name := range []string{"EncryptionContext", "SourceEncryptionContext", "DestinationEncryptionContext"} {
+		f := v.FieldByName(name)
+		if !f.IsValid() {
+			continue
+		}
+		ec, _ := f.Interface().(map[string]string)
+		if err := rq.rules.AllowEncryptionContext(ec); err != nil {
+			return kmsapi.Errorf(kmsapi.AccessDenied, "%s", err)
+		}
+	}
+	return nil
+}
+
+// checkAnswer applies the key rules to the keys KMS says it used, before
+// anything of the answer reaches the caller (policy.Rules.AllowAnsweredKey).
+func checkAnswer(rq *request, out any) error {
+	v := reflect.ValueOf(out).Elem()
+	for i, m := range keyMembers {
+		if !rq.present[i] {
+			continue
+		}
+		answered := ""
+		if f := v.FieldByName(m.answer); f.IsValid() && f.Kind() == reflect.Pointer && !f.IsNil() {
+			answered = f.Elem().String()
+		}
+		if m.request == "KeyId" && rq.keyID == "" {
+			rq.keyID = answered
+		}
+		if !rq.rules.KeysRestricted() {
+			continue
+		}
+		if err := rq.rules.AllowAnsweredKey(rq.requested[i], answered); err != nil {
+			return kmsapi.Errorf(kmsapi.AccessDenied, "%s", err)
+		}
+	}
+	return nil
+}
+
+// attested serves an operation that returns a secret: kmsproxyd attaches the
+// enclave's Recipient and opens the envelope KMS answers with.
+type attested[In, Out any] struct {
+	call      func(*kms.Client, context.Context, *In, ...func(*kms.Options)) (*Out, error)
+	recipient func(*In) **types.RecipientInfo
+	envelope  func(*Out) *[]byte
+	plaintext func(*Out) *[]byte
+}
+
+func (a attested[In, Out]) serve(s *Server, ctx context.Context, w http.ResponseWriter, rq *request, body []byte) error {
+	in := new(In)
+	if err := kmsapi.DecodeInput(body, in); err != nil {
+		return err
+	}
+	if err := checkInput(rq, in); err != nil {
+		return err
+	}
+	rcpt := a.recipient(in)
+	if *rcpt != nil {
+		// The caller attested itself: pass the request through untouched;
+		// KMS's answer holds no plaintext.
+		return s.relay(ctx, w, rq, func(c *kms.Client) (any, error) {
+			out, err := a.call(c, ctx, in)
+			if err != nil {
+				return nil, err
+			}
+			return out, checkAnswer(rq, out)
+		})
+	}
+	if err := rq.rules.AllowPlaintext(rq.op); err != nil {
+		return kmsapi.Errorf(kmsapi.AccessDenied, "%s", err)
+	}
+
+	t := time.Now()
+	lease, err := s.cfg.Recipient.Acquire(ctx)
+	d := time.Since(t)
+	rq.step(stepAttestation, d)
+	s.metrics.observeStep(stepAttestation, d)
+	if err != nil {
+		if ctx.Err() != nil {
+			return kmsapi.Errorf(kmsapi.DependencyTimeout, "attestation: no attestation document within the request timeout")
+		}
+		return kmsapi.Errorf(kmsapi.KMSInternal, "attestation: failed to obtain an attestation document from the NSM")
+	}
+	defer lease.Release()
+	*rcpt = &types.RecipientInfo{
+		AttestationDocument:    lease.Document(),
+		KeyEncryptionAlgorithm: types.KeyEncryptionMechanismRsaesOaepSha256,
+	}
+
+	t = time.Now()
+	out, err := a.call(s.cfg.Upstream.KMS(), ctx, in)
+	d = time.Since(t)
+	rq.step(stepUpstream, d)
+	s.metrics.observeStep(stepUpstream, d)
+	if err != nil {
+		return upstream.ToKMSError(err)
+	}
+	if err := checkAnswer(rq, out); err != nil {
+		return err
+	}
+	env := a.envelope(out)
+	if len(*env) == 0 {
+		return kmsapi.Errorf(kmsapi.KMSInternal, "envelope: KMS answered without CiphertextForRecipient")
+	}
+
+	t = time.Now()
+	pt, err := lease.Decrypt(*env)
+	d = time.Since(t)
+	rq.step(stepEnvelope, d)
+	s.metrics.observeStep(stepEnvelope, d)
+	if err != nil {
+		s.log.Warn("failed to open CiphertextForRecipient", "request_id", rq.id, "step", stepEnvelope, "err", err)
+		return kmsapi.Errorf(kmsapi.KMSInternal, "envelope: failed to decrypt CiphertextForRecipient")
+	}
+	defer clear(pt)
+	*env = nil
+	*a.plaintext(out) = pt
+	writeSecret(w, out, len(pt))
+	return nil
+}
+
+// writeSecret writes an answer carrying a secret from a buffer sized so it
+// never grows, then clears the buffer.
+func writeSecret(w http.ResponseWriter, out any, secretLen int) {
+	buf := make([]byte, 0, 2*secretLen+4096)
+	b, err := kmsapi.AppendOutput(buf, out)
+	if err != nil {
+		clear(buf[:cap(buf)])
+		kmsapi.WriteError(w, kmsapi.Errorf(kmsapi.KMSInternal, "failed to encode the answer"))
+		return
+	}
+	w.Header().Set("Content-Type", kmsapi.ContentType)
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
+	clear(b[:cap(b)])
+}
+
+// passThrough serves an operation that involves no plaintext: the request
+// goes to KMS as it came and KMS's answer comes back as it was.
+func passThrough[In, Out any](call func(*kms.Client, context.Context, *In, ...func(*kms.Options)) (*Out, error)) opHandler {
+	return func(s *Server, ctx context.Context, w http.ResponseWriter, rq *request, body []byte) error {
+		in := new(In)
+		if err := kmsapi.DecodeInput(body, in); err != nil {
+			return err
+		}
+		if err := checkInput(rq, in); err != nil {
+			return err
+		}
+		return s.relay(ctx, w, rq, func(c *kms.Client) (any, error) {
+			out, err := call(c, ctx, in)
+			if err != nil {
+				return nil, err
+			}
+			return out, checkAnswer(rq, out)
+		})
+	}
+}
+
+// relay calls KMS and writes its answer.
+func (s *Server) relay(ctx context.Context, w http.ResponseWriter, rq *request, call func(*kms.Client) (any, error)) error {
+	t := time.Now()
+	out, err := call(s.cfg.Upstream.KMS())
+	d := time.Since(t)
+	rq.step(stepUpstream, d)
+	s.metrics.observeStep(stepUpstream, d)
+	if err != nil {
+		var ke *kmsapi.Error
+		if errors.As(err, &ke) {
+			return ke
+		}
+		return upstream.ToKMSError(err)
+	}
+	kmsapi.WriteOutput(w, out)
+	return nil
+}

@@ -1,0 +1,213 @@
+// Package proxy is the heart of kmsproxyd: the HTTP handler that speaks the
+// KMS JSON 1.1 API to the parent instance and to apps inside the enclave,
+// adds the enclave's attestation (Recipient) to the operations that return
+// secrets, relays every call to KMS through the upstream client, opens the
+// CiphertextForRecipient envelope inside the enclave and answers as KMS would
+// have answered a caller without Recipient.
+//
+// Each listener has its own policy rules (internal/policy): what operations
+// it may call, on which keys, with which encryption context, whether it may
+// receive plaintext, push credentials, or read the control endpoints.
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/enclavekit/kmsproxy/internal/attestation"
+	"github.com/enclavekit/kmsproxy/internal/credentials"
+	"github.com/enclavekit/kmsproxy/internal/kmsapi"
+	"github.com/enclavekit/kmsproxy/internal/policy"
+	"github.com/enclavekit/kmsproxy/internal/recipient"
+	"github.com/enclavekit/kmsproxy/internal/upstream"
+)
+
+// HTTP server limits for both listeners. A KMS request is one small JSON
+// body (kmsapi.MaxRequestBody); AWS SDKs send a few hundred bytes of headers.
+const (
+	// MaxHeaderBytes bounds request headers (SDK requests carry < 2 KiB:
+	// Authorization, X-Amz-* and a User-Agent).
+	MaxHeaderBytes = 16 << 10
+	// ReadHeaderTimeout drops clients that dribble headers (slowloris).
+	ReadHeaderTimeout = 5 * time.Second
+	// IdleTimeout closes keep-alive connections nobody uses.
+	IdleTimeout = 2 * time.Minute
+	// bodyReadTimeout bounds reading one request body.
+	bodyReadTimeout = 10 * time.Second
+)
+
+// Config wires a Server.
+type Config struct {
+	Policy    *policy.Policy
+	Recipient *recipient.Manager
+	Upstream  *upstream.Client
+	// Credentials reports readiness of the upstream credentials.
+	Credentials credentials.Provider
+	// Push receives PUT /v1/credentials; nil unless --credentials=push.
+	Push *credentials.Push
+	// Attester serves POST /v1/attestation for remote verifiers.
+	Attester attestation.Attester
+	// MaxInflight bounds concurrent KMS API requests over all listeners;
+	// beyond it callers get ThrottlingException.
+	MaxInflight int
+	// RequestTimeout bounds a whole request, upstream retries included.
+	RequestTimeout time.Duration
+	Logger         *slog.Logger
+	// Version and Settings are shown by /v1/info (Settings: the effective
+	// configuration, which the caller must keep free of secrets).
+	Version  string
+	Settings map[string]any
+}
+
+// Server serves the kmsproxyd API. It is safe for concurrent use.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	metrics  *Metrics
+	inflight chan struct{}
+	started  time.Time
+}
+
+// New returns a Server.
+func New(cfg Config) (*Server, error) {
+	switch {
+	case cfg.Policy == nil:
+		return nil, errors.New("proxy: no policy")
+	case cfg.Recipient == nil:
+		return nil, errors.New("proxy: no recipient key manager")
+	case cfg.Upstream == nil:
+		return nil, errors.New("proxy: no upstream client")
+	case cfg.Credentials == nil:
+		return nil, errors.New("proxy: no credentials provider")
+	case cfg.Attester == nil:
+		return nil, errors.New("proxy: no attester")
+	case cfg.MaxInflight <= 0:
+		return nil, errors.New("proxy: max inflight must be positive")
+	case cfg.RequestTimeout <= 0:
+		return nil, errors.New("proxy: request timeout must be positive")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		inflight: make(chan struct{}, cfg.MaxInflight),
+		started:  time.Now(),
+	}
+	s.metrics = newMetrics(s)
+	cfg.Recipient.SetEvents(recipientEvents(s.log, s.metrics))
+	return s, nil
+}
+
+// recipientEvents are the hooks that make key generation, rotation and NSM
+// attestation show in the metrics and logs.
+func recipientEvents(log *slog.Logger, m *Metrics) recipient.Events {
+	return recipient.Events{
+		Attested: func(d time.Duration, err error) {
+			m.nsm.Observe(d.Seconds())
+			if err != nil {
+				m.nsmFails.Inc()
+				log.Warn("attestation failed", "step", stepAttestation, "err", err)
+			}
+		},
+		Rotated: func(fp string) {
+			m.rotations.Inc()
+			log.Info("recipient key rotated", "key_fingerprint", fp)
+		},
+		KeyGenerated: func(d time.Duration, err error) {
+			if err != nil {
+				log.Error("recipient key generation failed", "err", err)
+				return
+			}
+			log.Debug("recipient key generated", "duration_ms", ms(d))
+		},
+	}
+}
+
+// Handler returns the HTTP handler for one listener ("parent" or "local").
+func (s *Server) Handler(listener string) http.Handler {
+	l := &listenerHandler{s: s, name: listener, rules: s.cfg.Policy.Rules(listener)}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /{$}", l.serveAPI)
+	mux.HandleFunc("/{$}", l.serveAPI) // wrong method: answered KMS-style
+	mux.HandleFunc("GET /healthz", l.control("healthz", s.serveHealthz))
+	mux.HandleFunc("GET /readyz", l.control("readyz", s.serveReadyz))
+	mux.HandleFunc("GET /metrics", l.control("metrics", s.metrics.serveHTTP))
+	mux.HandleFunc("GET /v1/info", l.control("info", s.serveInfo))
+	mux.HandleFunc("POST /v1/attestation", l.control("attestation", s.serveAttestation))
+	mux.HandleFunc("PUT /v1/credentials", l.serveCredentials)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		kmsapi.WriteError(w, &kmsapi.Error{Type: kmsapi.UnknownOperation, Message: "no such endpoint", Status: http.StatusNotFound})
+	})
+	return l.recoverer(mux)
+}
+
+// HTTPServer returns an http.Server with kmsproxyd's limits for handler h.
+func (s *Server) HTTPServer(h http.Handler, errorLog *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout:       bodyReadTimeout + ReadHeaderTimeout,
+		WriteTimeout:      s.cfg.RequestTimeout + 5*time.Second,
+		IdleTimeout:       IdleTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(errorLog.Handler(), slog.LevelDebug),
+	}
+}
+
+type listenerHandler struct {
+	s     *Server
+	name  string
+	rules *policy.Rules
+}
+
+// recoverer turns a panic in a handler into KMSInternalException, logged
+// with its stack but without the request, and keeps the daemon serving.
+func (l *listenerHandler) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				l.s.log.Error("panic in handler", "listener", l.name, "path", r.URL.Path,
+					"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+				l.s.metrics.panics.Inc()
+				kmsapi.WriteError(w, kmsapi.Errorf(kmsapi.KMSInternal, "internal error"))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// control wraps a control endpoint with the listener's policy.
+func (l *listenerHandler) control(name string, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := l.rules.AllowControl(name); err != nil {
+			kmsapi.WriteError(w, kmsapi.Errorf(kmsapi.AccessDenied, "%s", err))
+			return
+		}
+		h(w, r)
+	}
+}
+
+func newRequestID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// withTimeout bounds a request by RequestTimeout.
+func (s *Server) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.cfg.RequestTimeout)
+}
