@@ -1,0 +1,371 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/enclavekit/kmsproxy/client"
+	"github.com/enclavekit/kmsproxy/internal/attestation"
+)
+
+// Input limits for attest verify.
+const (
+	// maxDocumentInput bounds a document file: attestation.MaxDocumentSize
+	// bytes of CBOR, or the same in base64 with room for line breaks
+	// (base64 -w 76 adds one byte per 76, about 300 for the largest
+	// document; 4 KiB is ample).
+	maxDocumentInput = (attestation.MaxDocumentSize+2)/3*4 + 4<<10
+	// maxRootFile bounds a --root PEM file. A certificate is under 2 KiB in
+	// PEM (NSM certificates are at most attestation.MaxCertificateSize DER
+	// bytes); 1 MiB holds a bundle of hundreds.
+	maxRootFile = 1 << 20
+)
+
+// readDocument reads an attestation document: the raw COSE_Sign1 (CBOR) or
+// its base64 (as it appears in JSON, e.g. a KMS request's
+// Recipient.AttestationDocument).
+func readDocument(e *env, name string) ([]byte, error) {
+	b, err := readInput(e, name, maxDocumentInput)
+	if err != nil {
+		return nil, err
+	}
+	return maybeBase64(b), nil
+}
+
+// maybeBase64 returns the decoded bytes when b is base64 text, and b
+// otherwise. CBOR documents start with 0x84 (an array of four, untagged
+// COSE_Sign1) or 0xd2 (tag 18); DER envelopes with 0x30: none of them is a
+// base64 character, so the two cannot be confused.
+func maybeBase64(b []byte) []byte {
+	t := bytes.Join(bytes.Fields(b), nil)
+	if len(t) == 0 {
+		return b
+	}
+	d, err := base64.StdEncoding.DecodeString(string(t))
+	if err != nil {
+		return b
+	}
+	return d
+}
+
+// loadRoots reads --root files into a pool; without any it is the AWS Nitro
+// Enclaves root.
+func loadRoots(files []string) (*x509.CertPool, error) {
+	if len(files) == 0 {
+		return attestation.NitroRoots(), nil
+	}
+	pool := x509.NewCertPool()
+	for _, path := range files {
+		b, err := readFile("root", path, maxRootFile)
+		if err != nil {
+			return nil, err
+		}
+		n := 0
+		for {
+			var blk *pem.Block
+			blk, b = pem.Decode(b)
+			if blk == nil {
+				break
+			}
+			if blk.Type != "CERTIFICATE" {
+				continue
+			}
+			c, err := x509.ParseCertificate(blk.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("failed to parse a certificate in --root %s: %w", path, err)
+			}
+			pool.AddCert(c)
+			n++
+		}
+		if n == 0 {
+			return nil, withHint(fmt.Errorf("--root %s holds no PEM certificate", path),
+				"pass a PEM file such as the root.pem that \"kmsproxyctl dev ca\" writes")
+		}
+	}
+	return pool, nil
+}
+
+// pcrExpectation is one --expect-pcr N=HEX.
+type pcrExpectation struct {
+	index int
+	value []byte
+}
+
+// parsePCRExpectations parses --expect-pcr values.
+func parsePCRExpectations(vals []string) ([]pcrExpectation, error) {
+	var out []pcrExpectation
+	seen := map[int]bool{}
+	for _, v := range vals {
+		n, h, ok := strings.Cut(v, "=")
+		idx, err := strconv.Atoi(strings.TrimPrefix(strings.ToUpper(n), "PCR"))
+		if !ok || err != nil || idx < 0 || idx >= attestation.PCRCount {
+			return nil, usageErrorf("--expect-pcr %q: want N=HEX with N from 0 to %d", v, attestation.PCRCount-1)
+		}
+		val, err := hex.DecodeString(h)
+		if err != nil || len(val) != attestation.PCRSize {
+			return nil, usageErrorf("--expect-pcr %q: the value must be %d hex digits (a SHA-384 PCR)", v, 2*attestation.PCRSize)
+		}
+		if seen[idx] {
+			return nil, usageErrorf("--expect-pcr: PCR%d given twice", idx)
+		}
+		seen[idx] = true
+		out = append(out, pcrExpectation{idx, val})
+	}
+	return out, nil
+}
+
+// checkPCRs compares a verified document's PCRs with the expectations.
+func checkPCRs(doc *attestation.Document, want []pcrExpectation) error {
+	for _, w := range want {
+		got, ok := doc.PCRs[w.index]
+		if !ok {
+			return fmt.Errorf("PCR%d mismatch: the document has no PCR%d", w.index, w.index)
+		}
+		if !bytes.Equal(got, w.value) {
+			return fmt.Errorf("PCR%d mismatch: the document has %x, expected %x", w.index, got, w.value)
+		}
+	}
+	return nil
+}
+
+// verifyHint explains the usual causes of a verification failure.
+func verifyHint(err error, rootsGiven bool) string {
+	switch {
+	case errors.Is(err, attestation.ErrExpired):
+		return "NSM signing certificates live 3 hours: verify an older document at its own time with --at document"
+	case errors.Is(err, attestation.ErrNotYetValid):
+		return "the verification time is before the document was signed; check the clock or --at"
+	case errors.Is(err, attestation.ErrChain) && rootsGiven:
+		return "the document does not chain to the --root certificates: real documents need the AWS Nitro root (omit --root), simulated ones the root.pem of their \"dev ca\" directory"
+	case errors.Is(err, attestation.ErrChain):
+		return "only documents signed by real Nitro hardware chain to the AWS root; for a simulated document pass --root DIR/root.pem from \"kmsproxyctl dev ca\""
+	case errors.Is(err, attestation.ErrMalformed):
+		return "the input must be an attestation document: raw CBOR (COSE_Sign1) or its base64"
+	}
+	return ""
+}
+
+func runAttestVerify(ctx context.Context, e *env, args []string) error {
+	f := newFlags("attest verify", "[flags] FILE|-",
+		`Verify a Nitro Enclaves attestation document: the COSE_Sign1 ES384
+signature, the certificate chain up to a trusted root and its validity at
+the verification time, NSM's field rules, and optionally PCR values. FILE
+holds the raw document (CBOR) or its base64; - reads stdin. Exit status 0
+when it verifies, 1 with the failed check otherwise.`,
+		`  kmsproxyctl attest verify doc.cbor
+  kmsproxyctl attest verify --at document old-doc.cbor
+  kmsproxyctl attest verify --root ./simca/root.pem --expect-pcr 0=$PCR0 --json doc.cbor
+  kmsproxyctl attest fetch --enclave vsock://16:5000 | kmsproxyctl attest verify -`)
+	var (
+		roots   stringsFlag
+		expects stringsFlag
+		at      atFlag
+		asJSON  bool
+	)
+	f.Var(&roots, "root", "trusted root certificate(s), PEM `FILE` (repeatable; default: the embedded AWS Nitro Enclaves root)")
+	f.Var(&at, "at", "verify at `TIME`: document (its own timestamp), now, or RFC 3339")
+	f.Var(&expects, "expect-pcr", "require PCR N to equal HEX, as `N=HEX` (repeatable)")
+	f.BoolVar(&asJSON, "json", false, "print the verified document as JSON")
+	pos, err := f.parse(e, args)
+	if err != nil {
+		return err
+	}
+	in, err := f.oneInput(pos)
+	if err != nil {
+		return err
+	}
+	want, err := parsePCRExpectations(expects)
+	if err != nil {
+		return err
+	}
+	pool, err := loadRoots(roots)
+	if err != nil {
+		return err
+	}
+	b, err := readDocument(e, in)
+	if err != nil {
+		return err
+	}
+	doc, err := attestation.Parse(b)
+	if err != nil {
+		return withHint(fmt.Errorf("document does not verify: %w", err), "%s", verifyHint(err, len(roots) > 0))
+	}
+	when := at.resolve(doc.Timestamp)
+	if err := attestation.Verify(doc, pool, when); err != nil {
+		if h := verifyHint(err, len(roots) > 0); h != "" {
+			return withHint(fmt.Errorf("document does not verify: %w", err), "%s", h)
+		}
+		return fmt.Errorf("document does not verify: %w", err)
+	}
+	if err := checkPCRs(doc, want); err != nil {
+		return fmt.Errorf("document verifies but %w", err)
+	}
+	out := newDocumentJSON(doc, when)
+	if asJSON {
+		return printJSON(e.stdout, out)
+	}
+	printDocument(e.stdout, out, len(want))
+	return nil
+}
+
+// documentJSON is the --json form of a verified document.
+type documentJSON struct {
+	ModuleID   string    `json:"module_id"`
+	Timestamp  string    `json:"timestamp"`
+	Digest     string    `json:"digest"`
+	PCRs       pcrMap    `json:"pcrs"`
+	PublicKey  *[]byte   `json:"public_key"`
+	UserData   *[]byte   `json:"user_data"`
+	Nonce      *[]byte   `json:"nonce"`
+	Chain      []string  `json:"chain"`
+	VerifiedAt time.Time `json:"verified_at"`
+}
+
+func newDocumentJSON(doc *attestation.Document, at time.Time) documentJSON {
+	opt := func(b []byte) *[]byte {
+		if b == nil {
+			return nil
+		}
+		return &b
+	}
+	return documentJSON{
+		ModuleID:   doc.ModuleID,
+		Timestamp:  doc.Timestamp.UTC().Format(time.RFC3339Nano),
+		Digest:     doc.Digest,
+		PCRs:       pcrMap(doc.PCRs),
+		PublicKey:  opt(doc.PublicKey),
+		UserData:   opt(doc.UserData),
+		Nonce:      opt(doc.Nonce),
+		Chain:      doc.ChainSubjects(),
+		VerifiedAt: at.UTC().Truncate(time.Second),
+	}
+}
+
+// pcrMap marshals PCRs as {"0": "hex", "1": ...} in numeric order.
+type pcrMap map[int][]byte
+
+func (m pcrMap) sorted() []int {
+	idx := make([]int, 0, len(m))
+	for i := range m {
+		idx = append(idx, i)
+	}
+	sort.Ints(idx)
+	return idx
+}
+
+func (m pcrMap) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for n, i := range m.sorted() {
+		if n > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "%q:%q", strconv.Itoa(i), hex.EncodeToString(m[i]))
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}
+
+func printDocument(w io.Writer, d documentJSON, pcrsChecked int) {
+	fmt.Fprintf(w, "verified: signature, certificate chain and validity at %s", d.VerifiedAt.Format(time.RFC3339))
+	if pcrsChecked > 0 {
+		fmt.Fprintf(w, ", %d expected PCR(s)", pcrsChecked)
+	}
+	fmt.Fprintf(w, "\nmodule_id:  %s\ntimestamp:  %s\ndigest:     %s\n", d.ModuleID, d.Timestamp, d.Digest)
+	for _, i := range d.PCRs.sorted() {
+		fmt.Fprintf(w, "PCR%-2d       %x\n", i, d.PCRs[i])
+	}
+	field := func(name string, b *[]byte) {
+		if b == nil {
+			fmt.Fprintf(w, "%-11s (none)\n", name+":")
+			return
+		}
+		fmt.Fprintf(w, "%-11s %d bytes, base64 %s\n", name+":", len(*b), base64.StdEncoding.EncodeToString(*b))
+	}
+	field("public_key", d.PublicKey)
+	field("user_data", d.UserData)
+	field("nonce", d.Nonce)
+	fmt.Fprintln(w, "chain (leaf to root):")
+	for _, s := range d.Chain {
+		fmt.Fprintf(w, "  %s\n", s)
+	}
+}
+
+// printJSON writes v indented, with a final newline.
+func printJSON(w io.Writer, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("failed to encode JSON: %w", err)
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+// maxAttestationField is NSM's limit on the nonce and user data of a
+// document request (attestation.MaxNonceSize, attestation.MaxUserDataSize).
+const maxAttestationField = attestation.MaxNonceSize
+
+func runAttestFetch(ctx context.Context, e *env, args []string) error {
+	f := newFlags("attest fetch", "--enclave ADDR [flags]",
+		`Ask the enclave's kmsproxyd for a fresh attestation document
+(POST /v1/attestation) that carries your nonce and user data, and write it
+as the NSM produced it (CBOR). Verify it with "kmsproxyctl attest verify".`,
+		`  kmsproxyctl attest fetch --enclave vsock://16:5000 --nonce "$(head -c 32 /dev/urandom | base64)" --out doc.cbor
+  kmsproxyctl attest verify doc.cbor
+  KMSPROXY_ENCLAVE=vsock://16:5000 kmsproxyctl attest fetch | kmsproxyctl attest verify --json -`)
+	var (
+		enclave, nonce, userData, out string
+		timeout                       time.Duration
+	)
+	f.StringVar(&enclave, "enclave", e.getenv(enclaveEnv), "kmsproxyd `ADDR` (env "+enclaveEnv+")")
+	f.StringVar(&nonce, "nonce", "", "nonce to sign into the document, `B64` (at most 1024 bytes)")
+	f.StringVar(&userData, "user-data", "", "user data to sign into the document, `B64` (at most 1024 bytes)")
+	f.StringVar(&out, "out", "", "write the document to `FILE` instead of stdout")
+	f.DurationVar(&timeout, "timeout", defaultTimeout, "give up after this `DURATION`")
+	pos, err := f.parse(e, args)
+	if err != nil {
+		return err
+	}
+	if err := f.noArgs(pos); err != nil {
+		return err
+	}
+	if enclave == "" {
+		return f.usageError("missing --enclave (or %s)", enclaveEnv)
+	}
+	if err := checkEnclave(f, enclave); err != nil {
+		return err
+	}
+	var req client.AttestationRequest
+	if nonce != "" {
+		if req.Nonce, err = decodeBase64Flag("nonce", nonce); err != nil {
+			return err
+		}
+	}
+	if userData != "" {
+		if req.UserData, err = decodeBase64Flag("user-data", userData); err != nil {
+			return err
+		}
+	}
+	if len(req.Nonce) > maxAttestationField || len(req.UserData) > maxAttestationField {
+		return usageErrorf("--nonce and --user-data are at most %d bytes each (NSM's limit)", maxAttestationField)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	doc, err := client.Attestation(ctx, enclave, req)
+	if err != nil {
+		return enclaveError(enclave, err)
+	}
+	return writeOutput(e, out, doc, 0o644)
+}
