@@ -1,0 +1,538 @@
+// Command demo runs kmsproxy's whole flow on one machine, with no AWS
+// account and no Nitro hardware, and narrates it: `make demo`.
+//
+// It builds the binaries, creates a simulator CA and the measurements of a
+// "release" enclave image, writes a key policy bound to them with
+// `kmsproxyctl policy generate`, starts devkms (TLS, SigV4, the key policy),
+// a byte relay standing in for vsock-proxy, and kmsproxyd with the
+// simulated NSM, then shows what the enclave can do that nobody else can.
+// Everything lives in a temporary directory and every process is stopped at
+// the end, also on failure or Ctrl-C. It needs no root.
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha512"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+const (
+	account     = "111122223333"
+	region      = "us-east-1"
+	roleARN     = "arn:aws:iam::" + account + ":role/enclave-parent"
+	sessionARN  = "arn:aws:sts::" + account + ":assumed-role/enclave-parent/i-0demo"
+	operatorARN = "arn:aws:iam::" + account + ":user/operator"
+	keyID       = "0d0e0f10-1a2b-4c3d-8e4f-5a6b7c8d9e0f"
+	alias       = "alias/app-demo"
+)
+
+// Access keys of the demo's two principals, known only to devkms and to
+// the processes the demo starts.
+var (
+	operatorCreds = []string{"AWS_ACCESS_KEY_ID=AKIADEMOOPERATOR0001", "AWS_SECRET_ACCESS_KEY=demo-operator-secret-0000000000000000000"}
+	roleCreds     = []string{"AWS_ACCESS_KEY_ID=ASIADEMOENCLAVEROLE1", "AWS_SECRET_ACCESS_KEY=demo-role-secret-00000000000000000000000", "AWS_SESSION_TOKEN=demo-role-session-token"}
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	d := &demo{ctx: ctx}
+	err := d.run()
+	d.cleanup()
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "\ndemo: error: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+type demo struct {
+	ctx   context.Context
+	dir   string
+	bin   string
+	step  int
+	procs []*proc
+	relay net.Listener
+	wg    sync.WaitGroup
+	// localAddr is the release kmsproxyd's in-enclave listener.
+	localAddr string
+}
+
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  *bytes.Buffer
+	done chan struct{}
+}
+
+func (d *demo) run() error {
+	start := time.Now()
+	var err error
+	if d.dir, err = os.MkdirTemp("", "kmsproxy-demo-"); err != nil {
+		return err
+	}
+	d.bin = filepath.Join(d.dir, "bin")
+
+	d.say("Building kmsproxyd (with the NSM simulator), kmsproxyctl and devkms")
+	if err := d.build(); err != nil {
+		return err
+	}
+
+	d.say("An NSM simulator CA stands in for the AWS Nitro root; measurements stand in for nitro-cli build-enclave")
+	if _, err := d.ctl(nil, "dev", "ca", "--out", d.path("simca")); err != nil {
+		return err
+	}
+	if err := writeMeasurements(d.path("release.json"), "release image v1"); err != nil {
+		return err
+	}
+	if err := writeMeasurements(d.path("tampered.json"), "tampered image"); err != nil {
+		return err
+	}
+	fmt.Printf("   release image PCR0 %s…\n", pcr0("release image v1")[:24])
+	fmt.Printf("   tampered image PCR0 %s…\n", pcr0("tampered image")[:24])
+
+	d.say("The key policy admits the role only with an attestation of the release image")
+	pol, err := d.ctl(nil, "policy", "generate", "--measurements", d.path("release.json"), "--role", roleARN)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(d.path("key-policy.json"), pol, 0o600); err != nil {
+		return err
+	}
+	if err := d.writeDevKMSConfig(); err != nil {
+		return err
+	}
+
+	d.say("devkms: a local KMS with TLS, SigV4 and attestation support")
+	kmsPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	kmsAddr := fmt.Sprintf("127.0.0.1:%d", kmsPort)
+	if err := d.start("devkms", nil, d.exe("devkms"),
+		"--listen", "tcp://"+kmsAddr,
+		"--tls-self-signed", d.path("tls"),
+		"--trust-root", d.path("simca/root.pem"),
+		"--credentials", d.path("credentials.yaml"),
+		"--seed", d.path("seed.yaml"),
+		"--region", region, "--account-id", account); err != nil {
+		return err
+	}
+	if err := waitHTTP(d.ctx, "https://"+kmsAddr+"/devkms/healthz", d.path("tls/ca.pem")); err != nil {
+		return d.failed("devkms", err)
+	}
+
+	d.say("vsock-proxy stand-in: the parent relays bytes from a unix socket to KMS, and cannot read them (TLS ends in the enclave)")
+	if err := d.startRelay(d.path("vsock-kms.sock"), kmsAddr); err != nil {
+		return err
+	}
+
+	d.say("kmsproxyd in the enclave: simulated NSM, release image measurements, the hardened example policy")
+	release, err := d.startKmsproxyd("kmsproxyd", "release.json", kmsPort)
+	if err != nil {
+		return err
+	}
+	endpoint := fmt.Sprintf("https://localhost:%d", kmsPort)
+	direct := []string{"--kms-endpoint", endpoint, "--kms-ca", d.path("tls/ca.pem"), "--region", region}
+	ec := []string{"--encryption-context", "tenant=acme"}
+
+	d.say("1. The operator encrypts a secret directly under the key (no enclave needed)")
+	secret := "postgres://app:s3cr3t-from-the-vault@db/prod"
+	if err := os.WriteFile(d.path("secret.txt"), []byte(secret), 0o600); err != nil {
+		return err
+	}
+	if _, err := d.ctl(operatorCreds, append(append([]string{"encrypt", "--key-id", alias,
+		"--plaintext", "fileb://" + d.path("secret.txt"), "--ciphertext-out", d.path("secret.enc")}, direct...), ec...)...); err != nil {
+		return err
+	}
+
+	d.say("2. The parent app asks the enclave to decrypt it: kmsproxyd attests, KMS answers to the enclave's key only")
+	out, err := d.ctl(nil, append([]string{"decrypt", "--enclave", release, "--key-id", alias,
+		"--ciphertext-blob", "fileb://" + d.path("secret.enc"), "--raw"}, ec...)...)
+	if err != nil {
+		return err
+	}
+	if string(out) != secret {
+		return fmt.Errorf("the enclave decrypted %q, want %q", out, secret)
+	}
+	fmt.Printf("   => %s\n", out)
+
+	d.say("3. The same role calling KMS directly, without attestation, is denied")
+	if err := d.expectDenied(roleCreds, append(append([]string{"decrypt", "--key-id", alias,
+		"--ciphertext-blob", "fileb://" + d.path("secret.enc")}, direct...), ec...)...); err != nil {
+		return err
+	}
+
+	d.say("4. An enclave running a different image (another PCR0) is denied")
+	tampered, err := d.startKmsproxyd("kmsproxyd-tampered", "tampered.json", kmsPort)
+	if err != nil {
+		return err
+	}
+	if err := d.expectDenied(nil, append([]string{"decrypt", "--enclave", tampered, "--key-id", alias,
+		"--ciphertext-blob", "fileb://" + d.path("secret.enc")}, ec...)...); err != nil {
+		return err
+	}
+
+	d.say("5. GenerateDataKey through the enclave: a fresh data key and its encrypted copy")
+	if _, err := d.ctl(nil, append([]string{"generate-data-key", "--enclave", release, "--key-id", alias,
+		"--plaintext-out", d.path("dk.bin"), "--ciphertext-out", d.path("dk.enc")}, ec...)...); err != nil {
+		return err
+	}
+	dk, err := os.ReadFile(d.path("dk.bin"))
+	if err != nil || len(dk) != 32 {
+		return fmt.Errorf("data key: %d bytes, %v", len(dk), err)
+	}
+	fmt.Printf("   => 32-byte data key in dk.bin, encrypted copy in dk.enc\n")
+
+	d.say("6. GenerateRandom from an app inside the enclave (local listener)")
+	rnd, err := d.ctl(nil, "generate-random", "--enclave", d.localAddr, "--number-of-bytes", "32")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("   => %s", rnd)
+
+	d.say("Done")
+	fmt.Printf("   The whole flow took %s. Everything ran under %s and is removed now.\n", time.Since(start).Round(100*time.Millisecond), d.dir)
+	return nil
+}
+
+func (d *demo) path(rel string) string { return filepath.Join(d.dir, rel) }
+func (d *demo) exe(name string) string { return filepath.Join(d.bin, name) }
+
+func (d *demo) say(s string) {
+	d.step++
+	fmt.Printf("\n==> %s\n", s)
+}
+
+func (d *demo) build() error {
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	for _, args := range [][]string{
+		{"build", "-o", d.bin + string(filepath.Separator), "./cmd/kmsproxyctl", "./cmd/devkms"},
+		{"build", "-tags", "nsmsim", "-o", d.exe("kmsproxyd"), "./cmd/kmsproxyd"},
+	} {
+		cmd := exec.CommandContext(d.ctx, goTool(), args...)
+		cmd.Dir = root
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("go %s: %w", strings.Join(args, " "), err)
+		}
+	}
+	return nil
+}
+
+// ctl runs kmsproxyctl, echoing the command line (secrets are in env, never
+// in arguments), and returns its stdout.
+func (d *demo) ctl(env []string, args ...string) ([]byte, error) {
+	fmt.Printf("   $ kmsproxyctl %s\n", strings.ReplaceAll(strings.Join(args, " "), d.dir, "$DEMO"))
+	cmd := exec.CommandContext(d.ctx, d.exe("kmsproxyctl"), args...)
+	cmd.Env = append(cleanEnv(), env...)
+	cmd.Dir = d.dir
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		return nil, fmt.Errorf("kmsproxyctl %s: %v\n%s", args[0], err, stderr.String())
+	}
+	return stdout.Bytes(), nil
+}
+
+// expectDenied runs kmsproxyctl and requires it to fail with
+// AccessDeniedException.
+func (d *demo) expectDenied(env []string, args ...string) error {
+	fmt.Printf("   $ kmsproxyctl %s\n", strings.ReplaceAll(strings.Join(args, " "), d.dir, "$DEMO"))
+	cmd := exec.CommandContext(d.ctx, d.exe("kmsproxyctl"), args...)
+	cmd.Env = append(cleanEnv(), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err == nil {
+		return fmt.Errorf("kmsproxyctl %s succeeded but must be denied: %s", args[0], stdout.String())
+	}
+	msg := strings.TrimSpace(stderr.String())
+	if !strings.Contains(msg, "AccessDeniedException") {
+		return fmt.Errorf("kmsproxyctl %s failed, but not with AccessDeniedException:\n%s", args[0], msg)
+	}
+	fmt.Printf("   => denied, as it must be:\n      %s\n", strings.ReplaceAll(msg, "\n", "\n      "))
+	return nil
+}
+
+func (d *demo) writeDevKMSConfig() error {
+	seed := fmt.Sprintf(`keys:
+  - id: %s
+    description: kmsproxy demo key, bound to the release image
+    policy_file: key-policy.json
+    aliases: [%s]
+`, keyID, alias)
+	creds := fmt.Sprintf(`# access key id -> secret, principal (devkms verifies SigV4 with these)
+%s:
+  secret_access_key: %s
+  principal: %s
+%s:
+  secret_access_key: %s
+  session_token: %s
+  principal: %s
+`, val(operatorCreds[0]), val(operatorCreds[1]), operatorARN,
+		val(roleCreds[0]), val(roleCreds[1]), val(roleCreds[2]), sessionARN)
+	if err := os.WriteFile(d.path("seed.yaml"), []byte(seed), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(d.path("credentials.yaml"), []byte(creds), 0o600)
+}
+
+func val(kv string) string { _, v, _ := strings.Cut(kv, "="); return v }
+
+// startKmsproxyd runs an enclave's kmsproxyd with the given measurements and
+// returns its parent address. The release one also gets a local listener.
+func (d *demo) startKmsproxyd(name, measurements string, kmsPort int) (string, error) {
+	parent := "unix://" + d.path(name+".sock")
+	local := ""
+	if name == "kmsproxyd" {
+		p, err := freePort()
+		if err != nil {
+			return "", err
+		}
+		local = fmt.Sprintf("tcp://127.0.0.1:%d", p)
+		d.localAddr = local
+	}
+	root, err := moduleRoot()
+	if err != nil {
+		return "", err
+	}
+	if err := d.start(name, roleCreds, d.exe("kmsproxyd"),
+		"--nsm", "sim", "--sim-ca", d.path("simca"), "--sim-pcrs", d.path(measurements),
+		"--region", region,
+		"--kms-endpoint", fmt.Sprintf("https://localhost:%d", kmsPort),
+		"--kms-dial", "unix://"+d.path("vsock-kms.sock"),
+		"--kms-ca", d.path("tls/ca.pem"),
+		"--credentials", "env",
+		"--policy", filepath.Join(root, "enclave", "policy.example.yaml"),
+		"--listen-parent", parent,
+		"--listen-local", local,
+		"--log-format", "text"); err != nil {
+		return "", err
+	}
+	if err := waitReady(d.ctx, d.path(name+".sock")); err != nil {
+		return "", d.failed(name, err)
+	}
+	return parent, nil
+}
+
+func (d *demo) start(name string, env []string, exe string, args ...string) error {
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(cleanEnv(), env...)
+	p := &proc{name: name, cmd: cmd, log: &bytes.Buffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.log, p.log
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	d.procs = append(d.procs, p)
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	return nil
+}
+
+func (d *demo) failed(name string, err error) error {
+	for _, p := range d.procs {
+		if p.name == name {
+			return fmt.Errorf("%s did not become ready: %v\n--- %s log ---\n%s", name, err, name, p.log.String())
+		}
+	}
+	return err
+}
+
+// startRelay copies bytes between a unix socket and KMS's TCP address, as
+// vsock-proxy does between vsock and KMS.
+func (d *demo) startRelay(sock, target string) error {
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return err
+	}
+	d.relay = ln
+	d.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			d.wg.Go(func() {
+				defer c.Close()
+				up, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go func() { _, _ = io.Copy(up, c); up.(*net.TCPConn).CloseWrite() }()
+				_, _ = io.Copy(c, up)
+			})
+		}
+	})
+	return nil
+}
+
+func (d *demo) cleanup() {
+	for i := len(d.procs) - 1; i >= 0; i-- {
+		p := d.procs[i]
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		if code := p.cmd.ProcessState.ExitCode(); code != 0 && d.ctx.Err() == nil {
+			fmt.Fprintf(os.Stderr, "demo: %s exited with status %d\n%s", p.name, code, p.log.String())
+		}
+	}
+	if d.relay != nil {
+		d.relay.Close()
+	}
+	if d.dir != "" {
+		os.RemoveAll(d.dir)
+	}
+}
+
+// writeMeasurements writes what `nitro-cli build-enclave` prints for an
+// image, with PCRs derived from a label.
+func writeMeasurements(path, label string) error {
+	m := map[string]any{"Measurements": map[string]string{
+		"HashAlgorithm": "Sha384 { ... }",
+		"PCR0":          pcr0(label),
+		"PCR1":          pcrHex(label, "kernel"),
+		"PCR2":          pcrHex(label, "application"),
+	}}
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+func pcr0(label string) string { return pcrHex(label, "image") }
+
+func pcrHex(label, part string) string {
+	h := sha512.Sum384([]byte(label + "/" + part))
+	return hex.EncodeToString(h[:])
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// waitReady polls kmsproxyd's /readyz on its unix socket.
+func waitReady(ctx context.Context, sock string) error {
+	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var dl net.Dialer
+			return dl.DialContext(ctx, "unix", sock)
+		}}}
+	return poll(ctx, func() error {
+		resp, err := hc.Get("http://kmsproxyd/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("readyz: %s", resp.Status)
+		}
+		return nil
+	})
+}
+
+func waitHTTP(ctx context.Context, url, caFile string) error {
+	return poll(ctx, func() error {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return err
+		}
+		hc, err := tlsClient(pem)
+		if err != nil {
+			return err
+		}
+		resp, err := hc.Get(url)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	})
+}
+
+func poll(ctx context.Context, f func() error) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// cleanEnv is the environment without AWS settings the user may have, so
+// the demo never reaches real AWS.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "AWS_") || strings.HasPrefix(kv, "KMSPROXY_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true")
+}
+
+// goTool is the go command that runs the demo (make sets GO), else the
+// one on PATH.
+func goTool() string {
+	if g := os.Getenv("GO"); g != "" {
+		return g
+	}
+	return "go"
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if fileExists(filepath.Join(dir, "go.mod")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("run the demo from inside the kmsproxy repository")
+		}
+		dir = parent
+	}
+}
