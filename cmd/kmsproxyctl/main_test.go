@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -109,42 +108,17 @@ func TestScripts(t *testing.T) {
 
 // sharedTestdata returns ../shared/testdata, or "" when it is absent (the
 // scripts that need it then skip with a message). A KMSPROXY_TESTDATA naming
-// a missing folder fails the test, as fixtures.Dir does: its rules are
-// applied through a probe that records a skip instead of skipping the whole
-// TestScripts.
+// a missing folder fails the test.
 func sharedTestdata(t *testing.T) string {
-	p := &fixtureProbe{TB: t}
-	done := make(chan string)
-	go func() {
-		var dir string
-		defer func() { done <- dir }()
-		dir = fixtures.Dir(p)
-	}()
-	dir := <-done
+	dir, err := fixtures.Lookup()
+	var absent *fixtures.AbsentError
 	switch {
-	case p.fatal != "":
-		t.Fatal(p.fatal)
-	case p.skip != "":
-		t.Log(p.skip)
+	case errors.As(err, &absent):
+		t.Log(err)
+	case err != nil:
+		t.Fatal(err)
 	}
 	return dir
-}
-
-// fixtureProbe records fixtures.Dir's verdict. Skipf and Fatalf end the
-// probing goroutine (as testing's do) without touching the test.
-type fixtureProbe struct {
-	testing.TB
-	skip, fatal string
-}
-
-func (p *fixtureProbe) Helper() {}
-func (p *fixtureProbe) Skipf(format string, args ...any) {
-	p.skip = fmt.Sprintf(format, args...)
-	runtime.Goexit()
-}
-func (p *fixtureProbe) Fatalf(format string, args ...any) {
-	p.fatal = fmt.Sprintf(format, args...)
-	runtime.Goexit()
 }
 
 // awsCLI returns the AWS CLI to test against: Debian's /usr/bin/aws (which

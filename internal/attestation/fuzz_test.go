@@ -2,6 +2,7 @@ package attestation_test
 
 import (
 	"crypto/x509"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -9,20 +10,6 @@ import (
 	"github.com/enclavekit/kmsproxy/internal/attestation"
 	"github.com/enclavekit/kmsproxy/internal/fixtures"
 )
-
-// skipProbe wraps a testing.TB so that fixtures.Dir reports an absent
-// shared testdata folder instead of skipping: the fuzz target must still
-// run on the committed vectors alone. Fatal errors (KMSPROXY_TESTDATA
-// naming a missing folder) stay fatal.
-type skipProbe struct {
-	testing.TB
-	skipped bool
-}
-
-func (p *skipProbe) Skipf(format string, args ...any) {
-	p.skipped = true
-	p.Logf("not seeding from real documents: "+format, args...)
-}
 
 // FuzzParse feeds Parse (and, when it succeeds, Verify and ChainSubjects)
 // arbitrary bytes, seeded from the committed vectors and the real
@@ -45,9 +32,17 @@ func FuzzParse(f *testing.F) {
 		}
 	}
 	addAll(filepath.Join(vectorDir, "*.cbor"))
-	probe := &skipProbe{TB: f}
-	if dir := fixtures.Dir(probe); !probe.skipped {
+	// The target must still run on the committed vectors alone when the
+	// shared folder is absent; KMSPROXY_TESTDATA naming a missing folder
+	// stays fatal.
+	var absent *fixtures.AbsentError
+	switch dir, err := fixtures.Lookup(); {
+	case err == nil:
 		addAll(filepath.Join(dir, "attestation", "real", "*.cbor"))
+	case errors.As(err, &absent):
+		f.Logf("not seeding from real documents: %v", err)
+	default:
+		f.Fatal(err)
 	}
 	if seeds == 0 {
 		f.Fatal("FuzzParse has no seeds: testdata/vectors is empty")
