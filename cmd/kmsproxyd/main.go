@@ -59,6 +59,12 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := serve(ctx, cfg, log, start); err != nil {
+		var se startupError
+		if errors.As(err, &se) {
+			// Not started: say why plainly, as for a flag error.
+			fmt.Fprintf(stderr, "kmsproxyd: error: %v\n", se.err)
+			return 1
+		}
 		log.Error("kmsproxyd stopped", "err", err)
 		return 1
 	}
@@ -76,8 +82,22 @@ func newLogger(cfg *Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-// serve wires every part, serves until ctx ends, then drains.
-func serve(ctx context.Context, cfg *Config, log *slog.Logger, start time.Time) error {
+// startupError is a failure before kmsproxyd served: a bad policy file, an
+// unreachable NSM or IMDS, a listener address in use.
+type startupError struct{ err error }
+
+func (e startupError) Error() string { return e.err.Error() }
+func (e startupError) Unwrap() error { return e.err }
+
+// serve wires every part, serves until ctx ends, then drains. Errors before
+// serving are startupErrors.
+func serve(ctx context.Context, cfg *Config, log *slog.Logger, start time.Time) (err error) {
+	serving := false
+	defer func() {
+		if err != nil && !serving {
+			err = startupError{err}
+		}
+	}()
 	pol := policy.Default()
 	if cfg.Policy != "" {
 		var err error
@@ -205,6 +225,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, start time.Time) 
 		})
 	}
 
+	serving = true
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { mgr.Run(bg); return nil })
 	for _, l := range listeners {
