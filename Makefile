@@ -45,3 +45,40 @@ demo:
 
 clean:
 	rm -rf $(BIN) build
+
+# Enclave image and deployment (docs/deployment.md). eif and run-enclave need
+# a Nitro Enclaves parent instance (docker, nitro-cli); reproducible and
+# policy run anywhere Go does.
+IMAGE    ?= kmsproxyd:latest
+BUILD    ?= build
+ROLE_ARN ?=
+
+## reproducible: build kmsproxyd twice exactly as Dockerfile.enclave does; fail unless byte-identical
+reproducible:
+	$(GO) run ./test/packaging/reproducible -out $(BUILD)/kmsproxyd
+
+## eif: the enclave image (docker build) and its EIF and measurements (nitro-cli build-enclave)
+eif:
+	@command -v docker >/dev/null 2>&1 || { echo "make eif: docker is not installed; build the EIF on a Nitro Enclaves parent instance (docs/deployment.md, step 2)" >&2; exit 1; }
+	@docker info >/dev/null 2>&1 || { echo "make eif: cannot reach the docker daemon: start it (sudo systemctl start docker) and join the docker group" >&2; exit 1; }
+	@command -v nitro-cli >/dev/null 2>&1 || { echo "make eif: nitro-cli is not installed; build the EIF on a Nitro Enclaves parent instance (docs/deployment.md, step 2)" >&2; exit 1; }
+	mkdir -p $(BUILD)
+	docker build -f Dockerfile.enclave -t $(IMAGE) .
+	nitro-cli build-enclave --docker-uri $(IMAGE) --output-file $(BUILD)/kmsproxyd.eif > $(BUILD)/measurements.json.tmp
+	mv $(BUILD)/measurements.json.tmp $(BUILD)/measurements.json
+	@cat $(BUILD)/measurements.json
+
+## run-enclave: start $(BUILD)/kmsproxyd.eif with enclave/run-enclave.json's settings (CID 16, debug mode off)
+run-enclave:
+	@command -v nitro-cli >/dev/null 2>&1 || { echo "make run-enclave: nitro-cli is not installed; run enclaves on a Nitro Enclaves parent instance (docs/deployment.md, step 2)" >&2; exit 1; }
+	@test -f $(BUILD)/kmsproxyd.eif || { echo "make run-enclave: $(BUILD)/kmsproxyd.eif is missing: run make eif first" >&2; exit 1; }
+	sed 's|"eif_path": *"[^"]*"|"eif_path": "$(abspath $(BUILD))/kmsproxyd.eif"|' enclave/run-enclave.json > $(BUILD)/run-enclave.json
+	nitro-cli run-enclave --config $(BUILD)/run-enclave.json
+
+## policy: the KMS key policy admitting $(BUILD)/measurements.json's image for ROLE_ARN
+policy:
+	@test -n "$(ROLE_ARN)" || { echo "make policy: set ROLE_ARN to the parent instance's role, e.g. make policy ROLE_ARN=arn:aws:iam::111122223333:role/enclave-parent" >&2; exit 1; }
+	@test -f $(BUILD)/measurements.json || { echo "make policy: $(BUILD)/measurements.json is missing: run make eif first (on a Nitro Enclaves parent instance)" >&2; exit 1; }
+	$(GO) run ./cmd/kmsproxyctl policy generate --measurements $(BUILD)/measurements.json --role '$(ROLE_ARN)' > $(BUILD)/key-policy.json.tmp
+	mv $(BUILD)/key-policy.json.tmp $(BUILD)/key-policy.json
+	@echo "wrote $(BUILD)/key-policy.json: check it with kmsproxyctl policy check (docs/deployment.md, step 5)"

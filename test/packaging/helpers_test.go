@@ -1,0 +1,104 @@
+package packaging
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// moduleRoot is the repository root: the directory holding go.mod above the
+// test's working directory.
+func moduleRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.mod above the test's directory")
+		}
+		dir = parent
+	}
+}
+
+// readRepoFile reads a file of the repository.
+func readRepoFile(t testing.TB, rel string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(moduleRoot(t), filepath.FromSlash(rel)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// requireTool returns the path of an optional tool. Without it the test is
+// skipped with a message, unless KMSPROXY_REQUIRE_TOOLS=1 (CI), where a
+// missing tool fails the test.
+func requireTool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("KMSPROXY_REQUIRE_TOOLS") == "1" {
+		t.Fatalf("%s is not installed and KMSPROXY_REQUIRE_TOOLS=1", name)
+	}
+	t.Skipf("%s is not installed (set KMSPROXY_REQUIRE_TOOLS=1 to fail instead of skipping)", name)
+	return ""
+}
+
+// enclaveDockerfile parses the repository's Dockerfile.enclave.
+func enclaveDockerfile(t testing.TB) *Dockerfile {
+	t.Helper()
+	df, err := ParseDockerfile(readRepoFile(t, "Dockerfile.enclave"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return df
+}
+
+var (
+	reproOnce sync.Once
+	repro     *Reproduction
+	reproErr  error
+)
+
+// sharedReproduction runs Reproduce once per test binary, so that the
+// reproducibility test and the image test share one pair of cold builds.
+func sharedReproduction(t testing.TB) *Reproduction {
+	t.Helper()
+	reproOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+		defer cancel()
+		var log strings.Builder
+		repro, reproErr = Reproduce(ctx, ReproduceConfig{Root: moduleRoot(t), Log: &log})
+		t.Logf("Reproduce:\n%s", log.String())
+	})
+	if reproErr != nil {
+		t.Fatalf("Reproduce: %v", reproErr)
+	}
+	return repro
+}
+
+// goBuild builds a command of the module into dir with the ordinary build
+// cache and returns the binary's path.
+func goBuild(t testing.TB, dir, pkg string) string {
+	t.Helper()
+	out := filepath.Join(dir, filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Dir = moduleRoot(t)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	}
+	return out
+}
