@@ -17,9 +17,9 @@ import (
 	"github.com/enclavekit/kmsproxy/internal/recipient"
 )
 
-// maxControlBody bounds the bodies of POST /v1/attestation and
-// PUT /v1/credentials: a few base64 fields (nonce and user data at most
-// attestation.MaxNonce/MaxUserData bytes; a session token under 2 KiB).
+// maxControlBody bounds the body of POST /v1/attestation: two base64 fields
+// of at most attestation.MaxNonceSize and MaxUserDataSize (1024) bytes each.
+// PUT /v1/credentials has its own limit, credentials.MaxPushBody.
 const maxControlBody = 16 << 10
 
 func (s *Server) serveHealthz(w http.ResponseWriter, r *http.Request) {
@@ -141,7 +141,10 @@ func (l *listenerHandler) serveCredentials(w http.ResponseWriter, r *http.Reques
 		kmsapi.WriteError(w, kmsapi.Errorf(kmsapi.AccessDenied, "%s", err))
 		return
 	}
-	body := http.MaxBytesReader(w, r.Body, maxControlBody)
+	// DecodePush reads at most credentials.MaxPushBody+1 bytes and names
+	// the limit itself; the MaxBytesReader only stops a client that sends
+	// more from being read to the end.
+	body := http.MaxBytesReader(w, r.Body, credentials.MaxPushBody+1)
 	c, err := credentials.DecodePush(body)
 	if err == nil {
 		err = s.cfg.Push.Set(c)

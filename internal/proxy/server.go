@@ -144,6 +144,13 @@ func (s *Server) Handler(listener string) http.Handler {
 	mux.HandleFunc("GET /v1/info", l.control("info", s.serveInfo))
 	mux.HandleFunc("POST /v1/attestation", l.control("attestation", s.serveAttestation))
 	mux.HandleFunc("PUT /v1/credentials", l.serveCredentials)
+	// The same paths with another method: 405 with Allow, not 404.
+	for path, allow := range map[string]string{
+		"/healthz": "GET", "/readyz": "GET", "/metrics": "GET", "/v1/info": "GET",
+		"/v1/attestation": "POST", "/v1/credentials": "PUT",
+	} {
+		mux.HandleFunc(path, methodNotAllowed(allow))
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		kmsapi.WriteError(w, &kmsapi.Error{Type: kmsapi.UnknownOperation, Message: "no such endpoint", Status: http.StatusNotFound})
 	})
@@ -196,6 +203,17 @@ func (l *listenerHandler) control(name string, h http.HandlerFunc) http.HandlerF
 			return
 		}
 		h(w, r)
+	}
+}
+
+// methodNotAllowed answers a request to a known path with the wrong method.
+// (Go's ServeMux would answer 405 itself, but the catch-all "/" pattern
+// takes those requests first.)
+func methodNotAllowed(allow string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		kmsapi.WriteError(w, &kmsapi.Error{Type: kmsapi.UnknownOperation, Status: http.StatusMethodNotAllowed,
+			Message: fmt.Sprintf("%s accepts only %s", r.URL.Path, allow)})
 	}
 }
 
