@@ -35,9 +35,17 @@ fuzz:
 	  done; \
 	done
 
-## bench: package benchmarks, then the end-to-end benchmark table
+BENCHFLAGS ?=
+SOAKFLAGS  ?=
+
+## bench: package benchmarks, then the end-to-end benchmark table (test/bench; BENCHFLAGS=-quick for a short run)
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+	$(GO) run ./test/bench $(BENCHFLAGS)
+
+## soak: 10 minutes at 200 requests/s against kmsproxyd (SOAKFLAGS=-duration 1m for a short run)
+soak:
+	$(GO) run ./test/bench soak $(SOAKFLAGS)
 
 ## demo: the whole flow on this machine (devkms, simulated NSM, kmsproxyd, kmsproxyctl)
 demo:

@@ -306,7 +306,10 @@ func (a attested[In, Out]) serve(s *Server, ctx context.Context, w http.Response
 	}
 
 	t = time.Now()
-	out, err := a.call(s.cfg.Upstream.KMS(), ctx, in)
+	var out *Out
+	if werr := s.cfg.Upstream.Do(ctx, func(c *kms.Client) { out, err = a.call(c, ctx, in) }); werr != nil {
+		err = werr // the deadline passed while every upstream worker was busy
+	}
 	d = time.Since(t)
 	rq.step(stepUpstream, d)
 	s.metrics.observeStep(stepUpstream, d)
@@ -322,7 +325,18 @@ func (a attested[In, Out]) serve(s *Server, ctx context.Context, w http.Response
 	}
 
 	t = time.Now()
-	pt, err := lease.Decrypt(*env)
+	// At most GOMAXPROCS envelopes are opened at once: the RSA decryption
+	// is pure CPU, so more would only slow each other down and keep more
+	// requests half-done in memory; waiting callers are served in turn.
+	select {
+	case s.decrypts <- struct{}{}:
+	case <-ctx.Done():
+		return kmsapi.Errorf(kmsapi.KMSInternal, "envelope: no CPU was free to decrypt CiphertextForRecipient before the request's deadline")
+	}
+	pt, err := func() ([]byte, error) {
+		defer func() { <-s.decrypts }() // also if Decrypt panics
+		return lease.Decrypt(*env)
+	}()
 	d = time.Since(t)
 	rq.step(stepEnvelope, d)
 	s.metrics.observeStep(stepEnvelope, d)
@@ -377,7 +391,13 @@ func passThrough[In, Out any](call func(*kms.Client, context.Context, *In, ...fu
 // relay calls KMS and writes its answer.
 func (s *Server) relay(ctx context.Context, w http.ResponseWriter, rq *request, call func(*kms.Client) (any, error)) error {
 	t := time.Now()
-	out, err := call(s.cfg.Upstream.KMS())
+	var (
+		out any
+		err error
+	)
+	if werr := s.cfg.Upstream.Do(ctx, func(c *kms.Client) { out, err = call(c) }); werr != nil {
+		err = werr // the deadline passed while every upstream worker was busy
+	}
 	d := time.Since(t)
 	rq.step(stepUpstream, d)
 	s.metrics.observeStep(stepUpstream, d)

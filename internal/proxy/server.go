@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"runtime/debug"
 	"time"
 
@@ -72,6 +73,8 @@ type Server struct {
 	log      *slog.Logger
 	metrics  *Metrics
 	inflight chan struct{}
+	// decrypts holds one token per envelope being decrypted (GOMAXPROCS).
+	decrypts chan struct{}
 	started  time.Time
 }
 
@@ -100,6 +103,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:      cfg,
 		log:      cfg.Logger,
 		inflight: make(chan struct{}, cfg.MaxInflight),
+		decrypts: make(chan struct{}, runtime.GOMAXPROCS(0)),
 		started:  time.Now(),
 	}
 	s.metrics = newMetrics(s)

@@ -14,15 +14,18 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -43,6 +46,9 @@ const (
 	// DefaultRequestTimeout is --request-timeout's default.
 	DefaultRequestTimeout = 10 * time.Second
 )
+
+// writeBufferSize is the upstream connections' write buffer (see New).
+const writeBufferSize = 16 << 10
 
 // Timeouts of one upstream connection. The request's context bounds every
 // request as a whole; these bound the parts of a connection's life that run
@@ -134,11 +140,18 @@ type Client struct {
 	maxSeen atomic.Int64
 
 	offset atomic.Int64 // KMS's clock minus ours, ns; noOffset until seen
+
+	// The workers that make the calls Do is given (see Do).
+	jobs      chan *job
+	workers   sync.WaitGroup
+	closed    chan struct{}
+	closeOnce sync.Once
 }
 
 const noOffset = math.MinInt64
 
-// New validates cfg and returns a client. It does not connect.
+// New validates cfg and returns a client, with its workers (see Do)
+// started. It does not connect. Close stops the workers.
 func New(cfg Config) (*Client, error) {
 	cfg, u, err := cfg.normalize()
 	if err != nil {
@@ -153,6 +166,8 @@ func New(cfg Config) (*Client, error) {
 		serverName: u.Hostname(),
 		through:    DirectDial,
 		slots:      make(chan struct{}, cfg.MaxConns),
+		jobs:       make(chan *job),
+		closed:     make(chan struct{}),
 	}
 	if !cfg.Direct {
 		c.through = cfg.Dial.String()
@@ -166,6 +181,10 @@ func New(cfg Config) (*Client, error) {
 		// for all AWS API endpoints", rollout completed 2023-12-31).
 		MinVersion: tls.VersionTLS12,
 		NextProtos: []string{"http/1.1"},
+		// Connections are few and long-lived, and requests are a few KiB:
+		// full-size records from the first request on (crypto/tls starts
+		// a connection with ~1 KiB records, meant for web page loads).
+		DynamicRecordSizingDisabled: true,
 	}
 	c.transport = &http.Transport{
 		Proxy:          nil, // never an environment proxy: the dial address is the route
@@ -182,15 +201,29 @@ func New(cfg Config) (*Client, error) {
 		IdleConnTimeout:       idleConnTimeout,
 		ResponseHeaderTimeout: max(responseHeaderTimeout, cfg.RequestTimeout),
 		ExpectContinueTimeout: awshttp.DefaultHTTPTransportExpectContinueTimeout,
+		// Room for a whole attested request, headers and body (see
+		// bufferBody), so that it leaves in one TLS record and one write:
+		// a Decrypt with Recipient is 7 to 9 KiB (an attestation document
+		// of ~4.5 KiB is ~6 KiB in base64, SigV4 headers ~1 KiB). With
+		// net/http's default 4 KiB it would leave in pieces, the rest
+		// through a copy buffer allocated for each request.
+		WriteBufferSize: writeBufferSize,
 	}
-	httpClient := &http.Client{Transport: &clockTransport{next: c.transport, c: c}}
+	c.kms = newKMS(cfg, &http.Client{Transport: &clockTransport{next: c.transport, c: c}})
+	for range workersPerConn * cfg.MaxConns {
+		c.workers.Go(c.work)
+	}
+	return c, nil
+}
 
+// newKMS returns the SDK client for cfg (normalized) over hc.
+func newKMS(cfg Config, hc *http.Client) *kms.Client {
 	maxAttempts := cfg.MaxAttempts
-	c.kms = kms.New(kms.Options{
+	return kms.New(kms.Options{
 		Region:       cfg.Region,
 		BaseEndpoint: aws.String(cfg.Endpoint),
 		Credentials:  credentialsAdapter{cfg.Credentials},
-		HTTPClient:   httpClient,
+		HTTPClient:   hc,
 		// The standard retryer: exponential back-off with jitter, retries
 		// throttling errors, 5xx, and connection failures, with its retry
 		// quota.
@@ -204,7 +237,6 @@ func New(cfg Config) (*Client, error) {
 			},
 		},
 	})
-	return c, nil
 }
 
 func (cfg Config) normalize() (Config, *url.URL, error) {
@@ -309,8 +341,81 @@ func (c *Client) ClockOffset() (time.Duration, bool) {
 	return time.Duration(v), true
 }
 
-// Close closes idle connections. In-flight requests finish on theirs.
-func (c *Client) Close() { c.transport.CloseIdleConnections() }
+// Close stops the workers of Do (each after the call it is making) and
+// closes idle connections. In-flight requests finish on theirs; a later Do
+// runs its call on the caller's goroutine.
+func (c *Client) Close() {
+	c.closeOnce.Do(func() { close(c.closed) })
+	c.transport.CloseIdleConnections()
+}
+
+// workersPerConn is how many of Do's workers there are per upstream
+// connection: one on the wire and one ready with its request, so that a
+// connection never waits for the next request to be built. More would only
+// queue inside net/http's transport, each holding a serialized request.
+const workersPerConn = 2
+
+// job is one call run by a worker.
+type job struct {
+	call     func(*kms.Client)
+	done     chan struct{}
+	panicked any // what call panicked with, re-raised on Do's goroutine
+}
+
+// run runs the call, catching a panic for Do to re-raise where the
+// caller's recover can see it.
+func (j *job) run(k *kms.Client) {
+	defer func() {
+		if v := recover(); v != nil {
+			j.panicked = v
+		}
+		close(j.done)
+	}()
+	j.call(k)
+}
+
+// Do runs call, which makes one KMS() call, on one of the client's worker
+// goroutines (2 per upstream connection, started by New) and returns when
+// it has returned; a panic in call is raised again on the caller's
+// goroutine. While all workers are busy, Do waits for one, or until ctx
+// ends: then it returns ctx's error without running call.
+//
+// Only --upstream-conns calls can be on the wire at once anyway. Waiting
+// here, instead of inside net/http's transport, keeps the SDK's work for a
+// request (middleware stack, serialized body with its attestation document,
+// signature) from being done until a connection is about to be free, and
+// keeps the SDK's deep call stacks on the workers: a request waiting for
+// KMS costs a parked goroutine with a small stack, so many concurrent
+// callers cost little memory.
+func (c *Client) Do(ctx context.Context, call func(*kms.Client)) error {
+	j := &job{call: call, done: make(chan struct{})}
+	select {
+	case c.jobs <- j:
+	case <-c.closed:
+		call(c.kms)
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	<-j.done
+	if j.panicked != nil {
+		panic(j.panicked)
+	}
+	return nil
+}
+
+// work runs jobs until Close. The workers are a fixed set, as many as
+// Do's comment says, started by New: a parked goroutine costs a few KiB.
+func (c *Client) work() {
+	for {
+		select {
+		case j := <-c.jobs:
+			j.run(c.kms)
+		case <-c.closed:
+			return
+		}
+	}
+}
 
 // clockTransport records the offset of KMS's clock from each response's
 // Date header.
@@ -320,6 +425,10 @@ type clockTransport struct {
 }
 
 func (t *clockTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	req, err := bufferBody(req)
+	if err != nil {
+		return nil, err
+	}
 	resp, err := t.next.RoundTrip(req)
 	if err != nil {
 		return resp, err
@@ -331,6 +440,40 @@ func (t *clockTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 	return resp, nil
+}
+
+// bufferBody returns req with the body the SDK built for it replaced by an
+// in-memory copy that net/http recognises, when it fits the connection's
+// write buffer (every KMS request but the largest PutKeyPolicy does); req
+// itself is not modified.
+//
+// The SDK's body is a wrapper net/http does not know to be in memory, so
+// for it net/http flushes the headers on their own and then copies the
+// body straight to the connection, through a buffer allocated for the
+// request: two TLS records and two writes. Worse, the SDK closes that body
+// as soon as the answer arrives (smithy-go ClientHandler.Handle), and
+// net/http's writer, which after sending the body still reads it once more
+// to check for bytes beyond its Content-Length (net/http
+// transferWriter.writeBody), then gets io.EOF from the closed wrapper,
+// takes it for a write error and closes the connection: every ten to
+// forty requests the next one paid for a new TLS handshake
+// (TestKeepAliveAcrossSequentialCalls). With a bytes.Reader body, headers
+// and body leave together in one record and one write, and nothing the
+// SDK does to its own body affects the connection.
+func bufferBody(req *http.Request) (*http.Request, error) {
+	if req.Body == nil || req.Body == http.NoBody || req.ContentLength <= 0 || req.ContentLength > writeBufferSize {
+		return req, nil
+	}
+	buf := make([]byte, req.ContentLength)
+	if _, err := io.ReadFull(req.Body, buf); err != nil {
+		return nil, fmt.Errorf("failed to read the request body: %w", err)
+	}
+	// A shallow copy, as net/http makes for its own purposes: the SDK
+	// still owns (and closes) the original body.
+	r := *req
+	r.Body = io.NopCloser(bytes.NewReader(buf))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
+	return &r, nil
 }
 
 // credentialsAdapter marks credential failures so ToKMSError can say that
