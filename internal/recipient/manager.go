@@ -101,6 +101,7 @@ type Manager struct {
 // key is one RSA key pair with its identifier and cached document.
 type key struct {
 	priv        *rsa.PrivateKey
+	ckey        *cms.Key // priv with its envelope identifier, for decryption
 	spki        []byte
 	id          [32]byte // SHA-256 of the DER SubjectPublicKeyInfo, as KMS writes it
 	fingerprint string
@@ -169,8 +170,13 @@ func (m *Manager) generate() (*key, error) {
 		return nil, fmt.Errorf("recipient: failed to encode public key: %w", err)
 	}
 	id := sha256.Sum256(spki)
+	ckey, err := cms.NewKey(priv)
+	if err != nil {
+		return nil, fmt.Errorf("recipient: %w", err)
+	}
 	return &key{
 		priv:        priv,
+		ckey:        ckey,
 		spki:        spki,
 		id:          id,
 		fingerprint: hex.EncodeToString(id[:]),
@@ -290,22 +296,20 @@ func (l *Lease) Document() []byte { return l.doc }
 func (l *Lease) Fingerprint() string { return l.k.fingerprint }
 
 // Decrypt opens a CiphertextForRecipient envelope. The envelope's recipient
-// identifier picks the key among the leased key and the keys still in use;
-// an identifier of another form is tried against the leased key.
+// identifier picks the key: normally the leased key; otherwise one of the
+// keys still in use (an envelope for a key rotated out while its request
+// was in flight). An identifier of another form is tried against the
+// leased key.
 func (l *Lease) Decrypt(envelope []byte) ([]byte, error) {
-	env, err := cms.Parse(envelope)
-	if err != nil {
-		return nil, err
+	pt, err := cms.DecryptWithKeys(envelope, l.k.ckey)
+	if !errors.Is(err, cms.ErrNoMatchingKey) {
+		return pt, err
 	}
-	k := l.k
-	if env.RecipientIDKind == cms.SubjectKeyIdentifier && len(env.RecipientID) == sha256.Size &&
-		!bytes.Equal(env.RecipientID, l.k.id[:]) {
-		k = l.m.lookup([32]byte(env.RecipientID))
-		if k == nil {
-			return nil, &cms.Error{Kind: cms.ErrNoMatchingKey, Reason: "the envelope names a recipient key this enclave does not hold"}
-		}
+	others := l.m.keysInUse(l.k)
+	if len(others) == 0 {
+		return nil, &cms.Error{Kind: cms.ErrNoMatchingKey, Reason: "the envelope names a recipient key this enclave does not hold"}
 	}
-	return env.Decrypt(k.priv)
+	return cms.DecryptWithKeys(envelope, others...)
 }
 
 // Release ends the lease. It is safe to call more than once.
@@ -315,13 +319,21 @@ func (l *Lease) Release() {
 	}
 }
 
-func (m *Manager) lookup(id [32]byte) *key {
+// keysInUse returns the decryption keys of the current key and the retired
+// keys still leased, except skip.
+func (m *Manager) keysInUse(skip *key) []*cms.Key {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.current.id == id {
-		return m.current
+	var keys []*cms.Key
+	if m.current != skip {
+		keys = append(keys, m.current.ckey)
 	}
-	return m.retired[id]
+	for _, k := range m.retired {
+		if k != skip {
+			keys = append(keys, k.ckey)
+		}
+	}
+	return keys
 }
 
 func (m *Manager) release(k *key) {
