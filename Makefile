@@ -49,7 +49,8 @@ soak:
 
 ## demo: the whole flow on this machine (devkms, simulated NSM, kmsproxyd, kmsproxyctl)
 demo:
-	GO=$(GO) $(GO) run ./test/demo
+	$(GO) build -tags nsmsim -o $(BIN)/demo/ ./test/demo ./cmd/kmsproxyd ./cmd/kmsproxyctl ./cmd/devkms
+	$(BIN)/demo/demo -bin $(BIN)/demo
 
 clean:
 	rm -rf $(BIN) build

@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -49,8 +50,10 @@ var (
 )
 
 func main() {
+	binDir := flag.String("bin", "", "use kmsproxyd (built with -tags nsmsim), kmsproxyctl and devkms from this `DIR` instead of building them")
+	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	d := &demo{ctx: ctx}
+	d := &demo{ctx: ctx, prebuilt: *binDir}
 	err := d.run()
 	d.cleanup()
 	stop()
@@ -70,6 +73,8 @@ type demo struct {
 	wg    sync.WaitGroup
 	// localAddr is the release kmsproxyd's in-enclave listener.
 	localAddr string
+	// prebuilt is the -bin directory, or "" to build the binaries.
+	prebuilt string
 }
 
 type proc struct {
@@ -86,10 +91,15 @@ func (d *demo) run() error {
 		return err
 	}
 	d.bin = filepath.Join(d.dir, "bin")
-
-	d.say("Building kmsproxyd (with the NSM simulator), kmsproxyctl and devkms")
-	if err := d.build(); err != nil {
-		return err
+	if d.prebuilt != "" {
+		if d.bin, err = filepath.Abs(d.prebuilt); err != nil {
+			return err
+		}
+	} else {
+		d.say("Building kmsproxyd (with the NSM simulator), kmsproxyctl and devkms")
+		if err := d.build(); err != nil {
+			return err
+		}
 	}
 
 	d.say("An NSM simulator CA stands in for the AWS Nitro root; measurements stand in for nitro-cli build-enclave")
@@ -223,9 +233,10 @@ func (d *demo) build() error {
 	if err != nil {
 		return err
 	}
+	// One build for all three: the nsmsim tag only changes cmd/kmsproxyd
+	// (it adds --nsm sim), and one tag set compiles every dependency once.
 	for _, args := range [][]string{
-		{"build", "-o", d.bin + string(filepath.Separator), "./cmd/kmsproxyctl", "./cmd/devkms"},
-		{"build", "-tags", "nsmsim", "-o", d.exe("kmsproxyd"), "./cmd/kmsproxyd"},
+		{"build", "-tags", "nsmsim", "-o", d.bin + string(filepath.Separator), "./cmd/kmsproxyctl", "./cmd/devkms", "./cmd/kmsproxyd"},
 	} {
 		cmd := exec.CommandContext(d.ctx, goTool(), args...)
 		cmd.Dir = root
