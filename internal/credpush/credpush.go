@@ -61,6 +61,13 @@ const (
 	// kmsproxyd treats credentials within credentials.ExpiryMargin of
 	// expiry as expired and refuses them.
 	minUsefulLifetime = credentials.ExpiryMargin + 5*time.Second
+
+	// PushTimeout bounds one push made by Watch: obtaining the credentials
+	// (an IMDS or STS round trip) and delivering them to the enclave.
+	PushTimeout = 30 * time.Second
+	// StopGrace is how long a push in progress may go on after Watch's
+	// context ends (SIGINT, SIGTERM).
+	StopGrace = 2 * time.Second
 )
 
 // Pusher pushes credentials from Source to the kmsproxyd at Enclave.
@@ -226,18 +233,17 @@ func (p *Pusher) Watch(ctx context.Context) error {
 	failures := 0
 	for {
 		var wait time.Duration
-		r, err := p.Push(ctx)
+		// A push in progress when ctx ends gets StopGrace to finish rather
+		// than being cut off: the enclave may already hold the credentials,
+		// and the log should say whether it does.
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), PushTimeout)
+		stop := context.AfterFunc(ctx, func() { time.AfterFunc(StopGrace, cancel) })
+		r, err := p.Push(pctx)
+		stop()
+		cancel()
 		var refused *RefusedError
 		switch {
-		case ctx.Err() != nil:
-			return nil
-		case errors.As(err, &refused):
-			return err
-		case err != nil:
-			failures++
-			wait = Backoff(failures, base, maxR)
-			log.Warn("credentials push failed; retrying", "enclave", p.Enclave, "attempt", failures, "retry_in", wait.Round(time.Millisecond).String(), "err", err)
-		default:
+		case err == nil:
 			failures = 0
 			wait = NextPush(p.now(), r.Expires, minI, maxI)
 			attrs := []any{"enclave", p.Enclave, "access_key", r.AccessKey, "enclave_ready", r.Status.Ready, "next_push_in", wait.Round(time.Second).String()}
@@ -245,6 +251,14 @@ func (p *Pusher) Watch(ctx context.Context) error {
 				attrs = append(attrs, "expires", r.Expires.UTC().Format(time.RFC3339))
 			}
 			log.Info("credentials pushed", attrs...)
+		case ctx.Err() != nil:
+			return nil
+		case errors.As(err, &refused):
+			return err
+		default:
+			failures++
+			wait = Backoff(failures, base, maxR)
+			log.Warn("credentials push failed; retrying", "enclave", p.Enclave, "attempt", failures, "retry_in", wait.Round(time.Millisecond).String(), "err", err)
 		}
 		t := time.NewTimer(wait)
 		select {

@@ -332,6 +332,26 @@ func TestWatchRepushesAndRetries(t *testing.T) {
 	}
 }
 
+// TestWatchFinishesPushOnStop stops Watch while the enclave is taking a
+// push: the push completes and is logged, so the log never hides
+// credentials the enclave holds.
+func TestWatchFinishesPushOnStop(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rcv := &pushReceiver{fail: func(int32) int { cancel(); return 0 }}
+	var logs syncBuffer
+	p := &Pusher{Enclave: startReceiver(t, rcv), Source: expiring(time.Hour), Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	if err := p.Watch(ctx); err != nil {
+		t.Fatalf("Watch = %v, want nil after cancel", err)
+	}
+	if got := len(rcv.got); got != 1 {
+		t.Fatalf("enclave took %d pushes, want 1", got)
+	}
+	if out := logs.String(); strings.Count(out, "credentials pushed") != 1 {
+		t.Errorf("the push the enclave took is not logged once:\n%s", out)
+	}
+}
+
 func TestWatchStopsOnRefusal(t *testing.T) {
 	rcv := &pushReceiver{fail: func(int32) int { return http.StatusConflict }}
 	p := &Pusher{Enclave: startReceiver(t, rcv), Source: expiring(time.Hour), RetryBase: time.Millisecond}
