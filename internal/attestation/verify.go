@@ -33,7 +33,9 @@ import (
 //
 // Chains that verified once are remembered (by the hash of their
 // certificates, at most maxCachedChains of them), so verifying further
-// documents from the same enclave costs one ES384 verification; the root's
+// documents from the same enclave costs one ES384 verification, and a
+// first document from another enclave of a known instance (a new leaf
+// under a known cabundle) costs two (see leafFromKnownBundle); the root's
 // presence in roots and every certificate's validity at at are checked on
 // every call. Verify is safe for concurrent use. Failures are *Error values
 // naming the check.
@@ -179,14 +181,16 @@ var anyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageAny}
 // requires the chain to follow the cabundle in NSM's order with
 // cabundle[0] as the trusted root.
 func verifyChain(doc *Document, roots *x509.CertPool, at time.Time) error {
-	key := chainKey(doc)
-	if root := chains.get(key); root != nil {
-		// Signatures and constraints do not depend on time or on the pool;
-		// re-check that this root is still trusted and valid at at.
-		if _, err := root.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: at, KeyUsages: anyUsage}); err == nil {
-			return nil
-		}
-		// Fall through for the precise error.
+	key, bundleKey := chainKey(doc, true), chainKey(doc, false)
+	// Signatures and constraints do not depend on time or on the pool; on
+	// a cache hit, re-check that the anchoring root is still trusted and
+	// valid at at (every certificate's validity was checked already).
+	if root := chains.get(key); root != nil && trusted(root, roots, at) {
+		return nil
+	}
+	if root := chains.get(bundleKey); root != nil && trusted(root, roots, at) && leafFromKnownBundle(doc) {
+		chains.put(key, root)
+		return nil
 	}
 	inter := x509.NewCertPool()
 	for _, c := range doc.bundle[1:] {
@@ -204,10 +208,50 @@ func verifyChain(doc *Document, roots *x509.CertPool, at time.Time) error {
 	for _, chain := range found {
 		if followsBundle(chain, doc) {
 			chains.put(key, chain[len(chain)-1])
+			chains.put(bundleKey, chain[len(chain)-1])
 			return nil
 		}
 	}
 	return newError(CheckChain, "the verified chain does not follow the cabundle (root first, then each issuer down to the leaf's)", nil)
+}
+
+func trusted(root *x509.Certificate, roots *x509.CertPool, at time.Time) bool {
+	_, err := root.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: at, KeyUsages: anyUsage})
+	return err == nil
+}
+
+// leafFromKnownBundle reports whether doc's leaf certificate is signed by
+// the last certificate of a cabundle that crypto/x509 verified before, in a
+// whole chain under another leaf. Only the leaf's own link is left to
+// check then: its signature by its issuer, which must be a CA allowed to
+// sign certificates (CheckSignatureFrom), and no critical extension
+// crypto/x509 would not handle. Path lengths do not count the leaf, so the
+// earlier verification settled them; name constraints would apply to the
+// leaf's names, so a bundle with any takes the whole verification instead.
+//
+// This is the common case of a verifier such as KMS or devkms: the
+// cabundle is the instance's chain (AWS root, regional, zonal, instance
+// certificates), shared by every enclave that instance runs, while each
+// enclave has its own leaf. A new enclave then costs two ECDSA P-384
+// verifications (leaf and document) instead of five.
+func leafFromKnownBundle(doc *Document) bool {
+	if len(doc.bundle) < 2 || len(doc.leaf.UnhandledCriticalExtensions) > 0 {
+		return false
+	}
+	for _, c := range doc.bundle {
+		if hasNameConstraints(c) {
+			return false
+		}
+	}
+	issuer := doc.bundle[len(doc.bundle)-1]
+	return bytes.Equal(doc.leaf.RawIssuer, issuer.RawSubject) && doc.leaf.CheckSignatureFrom(issuer) == nil
+}
+
+func hasNameConstraints(c *x509.Certificate) bool {
+	return c.PermittedDNSDomainsCritical || len(c.PermittedDNSDomains) > 0 || len(c.ExcludedDNSDomains) > 0 ||
+		len(c.PermittedIPRanges) > 0 || len(c.ExcludedIPRanges) > 0 ||
+		len(c.PermittedEmailAddresses) > 0 || len(c.ExcludedEmailAddresses) > 0 ||
+		len(c.PermittedURIDomains) > 0 || len(c.ExcludedURIDomains) > 0
 }
 
 func chainError(err error, at time.Time) error {
@@ -238,8 +282,8 @@ func followsBundle(chain []*x509.Certificate, doc *Document) bool {
 }
 
 // maxCachedChains bounds the verified-chain cache: one entry per distinct
-// leaf (NSM issues a new leaf every few hours per enclave), a few hundred
-// bytes each.
+// leaf (NSM issues a new leaf every few hours per enclave) and one per
+// distinct cabundle (per parent instance), a few hundred bytes each.
 const maxCachedChains = 256
 
 type chainCache struct {
@@ -273,11 +317,19 @@ func (c *chainCache) reset() {
 	clear(c.m)
 }
 
-// chainKey hashes the leaf and the cabundle, each with its length.
-func chainKey(doc *Document) [sha256.Size]byte {
+// chainKey hashes the cabundle, each certificate with its length, and
+// with withLeaf the leaf first; the two kinds of key cannot collide.
+func chainKey(doc *Document, withLeaf bool) [sha256.Size]byte {
 	h := sha256.New()
 	var n [4]byte
-	for _, der := range append([][]byte{doc.Certificate}, doc.CABundle...) {
+	ders := doc.CABundle
+	if withLeaf {
+		h.Write([]byte("leaf+bundle"))
+		ders = append([][]byte{doc.Certificate}, doc.CABundle...)
+	} else {
+		h.Write([]byte("bundle"))
+	}
+	for _, der := range ders {
 		binary.BigEndian.PutUint32(n[:], uint32(len(der)))
 		h.Write(n[:])
 		h.Write(der)
