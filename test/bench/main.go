@@ -15,6 +15,7 @@
 //	go run ./test/bench -quick          # a shorter, noisier run of the same table
 //	go run ./test/bench soak            # 10 minutes at 200 requests/s
 //	go run ./test/bench soak -duration 1m
+//	go run ./test/bench ab -b /tmp/kmsproxyd-new   # two builds, side by side
 //
 // -perf FILE records kmsproxyd with Linux perf during the CPU measurement
 // (`perf report -i FILE`), without any profiling code in the daemon.
@@ -35,9 +36,12 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	args := os.Args[1:]
 	var code int
-	if len(args) > 0 && args[0] == "soak" {
+	switch {
+	case len(args) > 0 && args[0] == "soak":
 		code = runSoak(ctx, args[1:])
-	} else {
+	case len(args) > 0 && args[0] == "ab":
+		code = runAB(ctx, args[1:])
+	default:
 		code = runBench(ctx, args)
 	}
 	stop()

@@ -285,11 +285,17 @@ type daemon struct {
 // startKmsproxyd starts a kmsproxyd and waits for its first 200 on /readyz,
 // polling every millisecond.
 func (w *world) startKmsproxyd(name string) (*daemon, error) {
+	return w.startKmsproxydExe(name, w.exe("kmsproxyd"), nil)
+}
+
+// startKmsproxydExe is startKmsproxyd for another binary, with more
+// environment variables (e.g. GOGC) in extraEnv.
+func (w *world) startKmsproxydExe(name, exe string, extraEnv []string) (*daemon, error) {
 	sock := w.path(name + ".sock")
-	env := []string{"AWS_ACCESS_KEY_ID=" + roleKey, "AWS_SECRET_ACCESS_KEY=" + roleSecret, "AWS_SESSION_TOKEN=" + roleToken}
+	env := append([]string{"AWS_ACCESS_KEY_ID=" + roleKey, "AWS_SECRET_ACCESS_KEY=" + roleSecret, "AWS_SESSION_TOKEN=" + roleToken}, extraEnv...)
 	d := &daemon{sock: sock, control: unixClient(sock, 1)}
 	d.control.Timeout = 2 * time.Second
-	p, err := w.start(name, env, w.exe("kmsproxyd"), w.kmsproxydArgs(sock)...)
+	p, err := w.start(name, env, exe, w.kmsproxydArgs(sock)...)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+)
+
+// runAB compares two kmsproxyd builds (or one build under two
+// environments) on this machine. The CPUs of a shared virtual machine
+// drift by 10-20 % within minutes, more than most changes to kmsproxyd
+// move its cost, so two separate runs of the benchmark table cannot tell
+// builds apart. ab runs both daemons at once against the same devkms and
+// alternates short rounds between them, so drift affects both alike, and
+// reports the medians of each and of the per-round ratios B/A.
+func runAB(ctx context.Context, args []string) int {
+	fs := flag.NewFlagSet("ab", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: go run ./test/bench ab [flags]
+
+Starts two kmsproxyd daemons, A and B, and alternates rounds between them:
+kmsproxyd CPU per Decrypt with 4 clients, and latency at concurrency 1.
+Prints the medians of each and of the per-round ratios B/A.
+
+Examples:
+  go run ./test/bench ab -b /tmp/kmsproxyd-new            # this tree against a build
+  go run ./test/bench ab -b-env GOGC=400                  # this tree, two environments
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	a := fs.String("a", "", "kmsproxyd binary A (built with -tags nsmsim); empty: build this tree")
+	b := fs.String("b", "", "kmsproxyd binary B; empty: the same binary as A")
+	aEnv := fs.String("a-env", "", "extra environment for A, comma-separated KEY=VALUE")
+	bEnv := fs.String("b-env", "", "extra environment for B, comma-separated KEY=VALUE")
+	rounds := fs.Int("rounds", 8, "rounds per daemon")
+	requests := fs.Int("requests", 600, "Decrypts per round in the CPU measurement")
+	samples := fs.Int("samples", 200, "Decrypts per round at concurrency 1")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 || *rounds < 1 || *requests < 1 || *samples < 1 {
+		fmt.Fprintln(os.Stderr, "bench: error: ab takes positive -rounds, -requests, -samples, and no arguments")
+		return 2
+	}
+	w, err := newWorld(ctx, os.Stderr, false)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: error: %v\n", err)
+		return 1
+	}
+	defer w.close(false)
+	if err := ab(ctx, w, *a, *b, splitEnv(*aEnv), splitEnv(*bEnv), *rounds, *requests, *samples); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: error: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func splitEnv(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
+}
+
+func ab(ctx context.Context, w *world, aBin, bBin string, aEnv, bEnv []string, rounds, requests, samples int) error {
+	if err := w.build(aBin); err != nil {
+		return err
+	}
+	if bBin == "" {
+		bBin = w.exe("kmsproxyd")
+	}
+	if err := w.setup(); err != nil {
+		return err
+	}
+	type side struct {
+		name   string
+		d      *daemon
+		cpu    []time.Duration // per Decrypt, one per round
+		lat    []time.Duration // p50 at concurrency 1, one per round
+		caller func(int) caller
+		serial caller
+	}
+	sides := []*side{{name: "A"}, {name: "B"}}
+	for i, s := range sides {
+		exe, env := w.exe("kmsproxyd"), aEnv
+		if i == 1 {
+			exe, env = bBin, bEnv
+		}
+		d, err := w.startKmsproxydExe("kmsproxyd-"+s.name, exe, env)
+		if err != nil {
+			return err
+		}
+		if err := d.waitSettled(ctx); err != nil {
+			return err
+		}
+		hc := unixClient(d.sock, pinnedConcurrency)
+		s.d = d
+		s.caller = func(int) caller { return proxyDecrypt(hc, w.blob, w.plaintext) }
+		s.serial = proxyDecrypt(unixClient(d.sock, 1), w.blob, w.plaintext)
+		if r := closedLoop(ctx, cpuConcurrency, 200, 0, s.caller); r.errors > 0 {
+			return w.failed(d.proc, fmt.Errorf("warm-up of %s: %s", s.name, firstError(r)))
+		}
+	}
+	for round := range rounds {
+		order := sides
+		if round%2 == 1 {
+			order = []*side{sides[1], sides[0]}
+		}
+		for _, s := range order {
+			c0, err := cpuTime(s.d.pid())
+			if err != nil {
+				return err
+			}
+			r := closedLoop(ctx, cpuConcurrency, requests, 0, s.caller)
+			c1, err := cpuTime(s.d.pid())
+			if err != nil {
+				return err
+			}
+			if r.errors > 0 {
+				return w.failed(s.d.proc, fmt.Errorf("round %d of %s: %s", round+1, s.name, firstError(r)))
+			}
+			s.cpu = append(s.cpu, (c1-c0)/time.Duration(r.n))
+			var lat result
+			for range samples {
+				start := time.Now()
+				if err := s.serial(ctx); err != nil {
+					return w.failed(s.d.proc, err)
+				}
+				lat.lat = append(lat.lat, time.Since(start))
+				lat.n++
+			}
+			lat.finish(0)
+			s.lat = append(s.lat, lat.pct(50))
+		}
+		w.say("round %d: CPU/Decrypt A %s B %s; p50 A %s B %s", round+1,
+			ms(sides[0].cpu[round]), ms(sides[1].cpu[round]), ms(sides[0].lat[round]), ms(sides[1].lat[round]))
+	}
+	ratios := func(f func(*side) []time.Duration) []float64 {
+		var r []float64
+		for i := range rounds {
+			r = append(r, float64(f(sides[1])[i])/float64(f(sides[0])[i]))
+		}
+		slices.Sort(r)
+		return r
+	}
+	cpuR := ratios(func(s *side) []time.Duration { return s.cpu })
+	latR := ratios(func(s *side) []time.Duration { return s.lat })
+	fmt.Printf("A: %s %s\nB: %s %s\n", w.exe("kmsproxyd"), strings.Join(aEnv, " "), bBin, strings.Join(bEnv, " "))
+	fmt.Printf("CPU per Decrypt (%d clients), median of %d rounds: A %s, B %s; B/A per round: median %.3f (min %.3f, max %.3f)\n",
+		cpuConcurrency, rounds, ms(median(sides[0].cpu)), ms(median(sides[1].cpu)), cpuR[len(cpuR)/2], cpuR[0], cpuR[len(cpuR)-1])
+	fmt.Printf("latency p50 at concurrency 1, median of %d rounds: A %s, B %s; B/A per round: median %.3f (min %.3f, max %.3f)\n",
+		rounds, ms(median(sides[0].lat)), ms(median(sides[1].lat)), latR[len(latR)/2], latR[0], latR[len(latR)-1])
+	return nil
+}
