@@ -24,7 +24,8 @@ func runAB(ctx context.Context, args []string) int {
 		fmt.Fprint(fs.Output(), `Usage: go run ./test/bench ab [flags]
 
 Starts two kmsproxyd daemons, A and B, and alternates rounds between them:
-kmsproxyd CPU per Decrypt with 4 clients, and latency at concurrency 1.
+kmsproxyd CPU per Decrypt (4 clients unless -clients), and latency at
+concurrency 1.
 Prints the medians of each and of the per-round ratios B/A.
 
 Examples:
@@ -42,14 +43,15 @@ Flags:
 	rounds := fs.Int("rounds", 8, "rounds per daemon")
 	requests := fs.Int("requests", 600, "Decrypts per round in the CPU measurement")
 	samples := fs.Int("samples", 200, "Decrypts per round at concurrency 1")
+	clients := fs.Int("clients", cpuConcurrency, "concurrent clients of the CPU measurement")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
 	}
-	if fs.NArg() > 0 || *rounds < 1 || *requests < 1 || *samples < 1 {
-		fmt.Fprintln(os.Stderr, "bench: error: ab takes positive -rounds, -requests, -samples, and no arguments")
+	if fs.NArg() > 0 || *rounds < 1 || *requests < 1 || *samples < 1 || *clients < 1 || *clients > pinnedConcurrency {
+		fmt.Fprintf(os.Stderr, "bench: error: ab takes positive -rounds, -requests, -samples, -clients of at most %d, and no arguments\n", pinnedConcurrency)
 		return 2
 	}
 	w, err := newWorld(ctx, os.Stderr, false)
@@ -58,7 +60,7 @@ Flags:
 		return 1
 	}
 	defer w.close(false)
-	if err := ab(ctx, w, *a, *b, splitEnv(*aEnv), splitEnv(*bEnv), *rounds, *requests, *samples); err != nil {
+	if err := ab(ctx, w, *a, *b, splitEnv(*aEnv), splitEnv(*bEnv), *rounds, *requests, *samples, *clients); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: error: %v\n", err)
 		return 1
 	}
@@ -72,7 +74,7 @@ func splitEnv(s string) []string {
 	return strings.Split(s, ",")
 }
 
-func ab(ctx context.Context, w *world, aBin, bBin string, aEnv, bEnv []string, rounds, requests, samples int) error {
+func ab(ctx context.Context, w *world, aBin, bBin string, aEnv, bEnv []string, rounds, requests, samples, clients int) error {
 	if err := w.build(aBin); err != nil {
 		return err
 	}
@@ -121,7 +123,7 @@ func ab(ctx context.Context, w *world, aBin, bBin string, aEnv, bEnv []string, r
 			if err != nil {
 				return err
 			}
-			r := closedLoop(ctx, cpuConcurrency, requests, 0, s.caller)
+			r := closedLoop(ctx, clients, requests, 0, s.caller)
 			c1, err := cpuTime(s.d.pid())
 			if err != nil {
 				return err
@@ -157,7 +159,7 @@ func ab(ctx context.Context, w *world, aBin, bBin string, aEnv, bEnv []string, r
 	latR := ratios(func(s *side) []time.Duration { return s.lat })
 	fmt.Printf("A: %s %s\nB: %s %s\n", w.exe("kmsproxyd"), strings.Join(aEnv, " "), bBin, strings.Join(bEnv, " "))
 	fmt.Printf("CPU per Decrypt (%d clients), median of %d rounds: A %s, B %s; B/A per round: median %.3f (min %.3f, max %.3f)\n",
-		cpuConcurrency, rounds, ms(median(sides[0].cpu)), ms(median(sides[1].cpu)), cpuR[len(cpuR)/2], cpuR[0], cpuR[len(cpuR)-1])
+		clients, rounds, ms(median(sides[0].cpu)), ms(median(sides[1].cpu)), cpuR[len(cpuR)/2], cpuR[0], cpuR[len(cpuR)-1])
 	fmt.Printf("latency p50 at concurrency 1, median of %d rounds: A %s, B %s; B/A per round: median %.3f (min %.3f, max %.3f)\n",
 		rounds, ms(median(sides[0].lat)), ms(median(sides[1].lat)), latR[len(latR)/2], latR[0], latR[len(latR)-1])
 	return nil
