@@ -16,6 +16,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -80,6 +81,8 @@ type Options struct {
 	DevKMS []devkmstest.Option
 	// LogLevel for kmsproxyd's logs, which are kept in Env.Logs.
 	LogLevel slog.Level
+	// LogTee also receives kmsproxyd's log lines, after Env.Logs.
+	LogTee io.Writer
 }
 
 // Env is a running enclave flow.
@@ -190,7 +193,11 @@ func Start(t testing.TB, opts Options) *Env {
 		attester = opts.Attester(sim)
 	}
 
-	log := slog.New(slog.NewJSONHandler(e.Logs, &slog.HandlerOptions{Level: opts.LogLevel}))
+	var logOut io.Writer = e.Logs
+	if opts.LogTee != nil {
+		logOut = io.MultiWriter(e.Logs, opts.LogTee)
+	}
+	log := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: opts.LogLevel}))
 	var creds credentials.Provider
 	if opts.PushCredentials {
 		e.Push = credentials.NewPush(time.Now)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"reflect"
+	"strconv"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/kms"
@@ -121,6 +122,12 @@ func (l *listenerHandler) serveAPI(w http.ResponseWriter, r *http.Request) {
 	if rq.op != "" {
 		s.metrics.duration.WithLabelValues(op).Observe(d.Seconds())
 	}
+	// The answer (with its Content-Length) leaves now, not when the
+	// handler returns: the caller need not wait for the log line, whose
+	// write to stderr can block (a console, a full pipe). The metrics
+	// above are counted first, so that /metrics read after an answer
+	// includes it.
+	_ = http.NewResponseController(w).Flush()
 	level := slog.LevelInfo
 	if err != nil && outcome == kmsapi.KMSInternal {
 		level = slog.LevelWarn
@@ -362,6 +369,7 @@ func writeSecret(w http.ResponseWriter, out any, secretLen int) {
 		return
 	}
 	w.Header().Set("Content-Type", kmsapi.ContentType)
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(b)
 	clear(b[:cap(b)])
