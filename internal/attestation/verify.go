@@ -226,8 +226,11 @@ func trusted(root *x509.Certificate, roots *x509.CertPool, at time.Time) bool {
 // check then: its signature by its issuer, which must be a CA allowed to
 // sign certificates (CheckSignatureFrom), and no critical extension
 // crypto/x509 would not handle. Path lengths do not count the leaf, so the
-// earlier verification settled them; name constraints would apply to the
-// leaf's names, so a bundle with any takes the whole verification instead.
+// earlier verification settled them. Name constraints would apply to the
+// leaf's names, and a policy constraint requiring an explicit policy (in
+// the bundle or the leaf, RFC 5280 section 6.1.5) would make the leaf's
+// certificate policies matter: either sends the document through the whole
+// verification instead.
 //
 // This is the common case of a verifier such as KMS or devkms: the
 // cabundle is the instance's chain (AWS root, regional, zonal, instance
@@ -235,11 +238,11 @@ func trusted(root *x509.Certificate, roots *x509.CertPool, at time.Time) bool {
 // enclave has its own leaf. A new enclave then costs two ECDSA P-384
 // verifications (leaf and document) instead of five.
 func leafFromKnownBundle(doc *Document) bool {
-	if len(doc.bundle) < 2 || len(doc.leaf.UnhandledCriticalExtensions) > 0 {
+	if len(doc.bundle) < 2 || len(doc.leaf.UnhandledCriticalExtensions) > 0 || requiresExplicitPolicy(doc.leaf) {
 		return false
 	}
 	for _, c := range doc.bundle {
-		if hasNameConstraints(c) {
+		if hasNameConstraints(c) || requiresExplicitPolicy(c) {
 			return false
 		}
 	}
@@ -252,6 +255,10 @@ func hasNameConstraints(c *x509.Certificate) bool {
 		len(c.PermittedIPRanges) > 0 || len(c.ExcludedIPRanges) > 0 ||
 		len(c.PermittedEmailAddresses) > 0 || len(c.ExcludedEmailAddresses) > 0 ||
 		len(c.PermittedURIDomains) > 0 || len(c.ExcludedURIDomains) > 0
+}
+
+func requiresExplicitPolicy(c *x509.Certificate) bool {
+	return c.RequireExplicitPolicy > 0 || c.RequireExplicitPolicyZero
 }
 
 func chainError(err error, at time.Time) error {

@@ -225,13 +225,17 @@ func Backoff(n int, base, maxWait time.Duration) time.Duration {
 // Watch pushes credentials now and again before they expire (NextPush),
 // until ctx ends (then it returns nil). Failures to obtain credentials or to
 // reach the enclave are logged and retried with Backoff; a refusal by the
-// enclave ends Watch with a *RefusedError.
+// enclave ends Watch with a *RefusedError, also when it answers a push
+// that was under way when ctx ended (see StopGrace).
 func (p *Pusher) Watch(ctx context.Context) error {
 	log := p.logger()
 	minI, maxI := or(p.MinInterval, DefaultMinInterval), or(p.MaxInterval, DefaultMaxInterval)
 	base, maxR := or(p.RetryBase, DefaultRetryBase), or(p.RetryMax, DefaultRetryMax)
 	failures := 0
 	for {
+		if ctx.Err() != nil {
+			return nil
+		}
 		var wait time.Duration
 		// A push in progress when ctx ends gets StopGrace to finish rather
 		// than being cut off: the enclave may already hold the credentials,
@@ -251,10 +255,11 @@ func (p *Pusher) Watch(ctx context.Context) error {
 				attrs = append(attrs, "expires", r.Expires.UTC().Format(time.RFC3339))
 			}
 			log.Info("credentials pushed", attrs...)
-		case ctx.Err() != nil:
-			return nil
 		case errors.As(err, &refused):
 			return err
+		case ctx.Err() != nil:
+			log.Warn("credentials push under way at stop did not complete", "enclave", p.Enclave, "err", err)
+			return nil
 		default:
 			failures++
 			wait = Backoff(failures, base, maxR)

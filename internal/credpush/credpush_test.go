@@ -352,6 +352,46 @@ func TestWatchFinishesPushOnStop(t *testing.T) {
 	}
 }
 
+// TestWatchStopCases: a Watch whose context has ended pushes nothing; a
+// refusal that answers a push under way at stop is still returned.
+func TestWatchStopCases(t *testing.T) {
+	t.Run("stopped before it starts", func(t *testing.T) {
+		rcv := &pushReceiver{}
+		p := &Pusher{Enclave: startReceiver(t, rcv), Source: expiring(time.Hour)}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := p.Watch(ctx); err != nil {
+			t.Fatalf("Watch = %v, want nil", err)
+		}
+		if n := rcv.calls.Load(); n != 0 {
+			t.Errorf("the enclave got %d pushes after stop", n)
+		}
+	})
+	t.Run("refused while stopping", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		rcv := &pushReceiver{fail: func(int32) int { cancel(); return http.StatusConflict }}
+		p := &Pusher{Enclave: startReceiver(t, rcv), Source: expiring(time.Hour)}
+		var refused *RefusedError
+		if err := p.Watch(ctx); !errors.As(err, &refused) {
+			t.Fatalf("Watch = %v, want the refusal", err)
+		}
+	})
+	t.Run("failed while stopping", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		rcv := &pushReceiver{fail: func(int32) int { cancel(); return http.StatusInternalServerError }}
+		var logs syncBuffer
+		p := &Pusher{Enclave: startReceiver(t, rcv), Source: expiring(time.Hour), Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+		if err := p.Watch(ctx); err != nil {
+			t.Fatalf("Watch = %v, want nil", err)
+		}
+		if out := logs.String(); !strings.Contains(out, "did not complete") {
+			t.Errorf("the failed last push is not logged:\n%s", out)
+		}
+	})
+}
+
 func TestWatchStopsOnRefusal(t *testing.T) {
 	rcv := &pushReceiver{fail: func(int32) int { return http.StatusConflict }}
 	p := &Pusher{Enclave: startReceiver(t, rcv), Source: expiring(time.Hour), RetryBase: time.Millisecond}

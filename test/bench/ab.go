@@ -114,6 +114,9 @@ func ab(ctx context.Context, w *world, aBin, bBin string, aEnv, bEnv []string, r
 		}
 	}
 	for round := range rounds {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		order := sides
 		if round%2 == 1 {
 			order = []*side{sides[1], sides[0]}
@@ -130,6 +133,9 @@ func ab(ctx context.Context, w *world, aBin, bBin string, aEnv, bEnv []string, r
 			}
 			if r.errors > 0 {
 				return w.failed(s.d.proc, fmt.Errorf("round %d of %s: %s", round+1, s.name, firstError(r)))
+			}
+			if r.n == 0 {
+				return fmt.Errorf("round %d of %s: no Decrypt completed (%v)", round+1, s.name, ctx.Err())
 			}
 			s.cpu = append(s.cpu, (c1-c0)/time.Duration(r.n))
 			var lat result
