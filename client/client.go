@@ -32,6 +32,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 
+	"github.com/enclavekit/kmsproxy/internal/sdkhttp"
 	"github.com/enclavekit/kmsproxy/internal/transport"
 )
 
@@ -109,14 +110,16 @@ func HTTPClient(enclave string) (*http.Client, error) {
 	if a.Network == transport.VSOCK && a.CID == transport.AnyCID {
 		return nil, fmt.Errorf("failed to parse the enclave address: %s has no CID (want vsock://CID:PORT, e.g. vsock://16:5000)", a)
 	}
-	return &http.Client{Transport: &http.Transport{
+	// Request bodies are buffered so that the AWS SDK closing its body
+	// when an answer arrives cannot close the connection (sdkhttp).
+	return &http.Client{Transport: sdkhttp.BufferBodies(&http.Transport{
 		Proxy:                 nil,
 		DialContext:           transport.DialFunc(a),
 		MaxIdleConns:          maxConnsPerHost,
 		MaxIdleConnsPerHost:   maxConnsPerHost,
 		IdleConnTimeout:       idleConnTimeout,
 		ResponseHeaderTimeout: responseHeaderTimeout,
-	}}, nil
+	}, 0)}, nil
 }
 
 // MaxControlResponse bounds what Info and Attestation read from kmsproxyd.

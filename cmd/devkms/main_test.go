@@ -18,6 +18,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/enclavekit/kmsproxy/internal/sdkhttp"
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
@@ -129,7 +130,7 @@ func TestBinary(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("healthz: %d %s", resp.StatusCode, body)
 	}
-	c := kms.New(kms.Options{Region: "us-east-1", BaseEndpoint: aws.String(url), HTTPClient: hc,
+	c := kms.New(kms.Options{Region: "us-east-1", BaseEndpoint: aws.String(url), HTTPClient: &http.Client{Transport: sdkhttp.BufferBodies(hc.Transport, 0)},
 		Credentials: aws.AnonymousCredentials{}, Retryer: aws.NopRetryer{}})
 	key, err := c.CreateKey(context.Background(), &kms.CreateKeyInput{})
 	if err != nil {

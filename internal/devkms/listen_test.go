@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 
 	"github.com/enclavekit/kmsproxy/internal/devkms"
+	"github.com/enclavekit/kmsproxy/internal/sdkhttp"
 )
 
 // TestListenAndServeUnix serves plain HTTP on a unix socket from the
@@ -35,10 +36,10 @@ func TestListenAndServeUnix(t *testing.T) {
 			t.Errorf("ListenAndServe: %v", err)
 		}
 	}()
-	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+	hc := &http.Client{Transport: sdkhttp.BufferBodies(&http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", sock)
-	}}}
+	}}, 0)}
 	c := kms.New(kms.Options{Region: "us-east-1", BaseEndpoint: aws.String("http://devkms"), HTTPClient: hc,
 		Credentials: aws.AnonymousCredentials{}, Retryer: aws.NopRetryer{}})
 	var out *kms.GenerateRandomOutput

@@ -38,6 +38,7 @@ import (
 	"github.com/enclavekit/kmsproxy/internal/policy"
 	"github.com/enclavekit/kmsproxy/internal/proxy"
 	"github.com/enclavekit/kmsproxy/internal/recipient"
+	"github.com/enclavekit/kmsproxy/internal/sdkhttp"
 	"github.com/enclavekit/kmsproxy/internal/transport"
 	"github.com/enclavekit/kmsproxy/internal/upstream"
 )
@@ -395,7 +396,7 @@ func (e *Env) Client(t testing.TB, addr string) *kms.Client {
 		Region:       Region,
 		BaseEndpoint: aws.String("http://kmsproxy.enclave"),
 		Credentials:  aws.AnonymousCredentials{},
-		HTTPClient:   &http.Client{Transport: &http.Transport{DialContext: transport.DialFunc(a)}},
+		HTTPClient:   &http.Client{Transport: sdkhttp.BufferBodies(&http.Transport{DialContext: transport.DialFunc(a)}, 0)},
 		Retryer:      aws.NopRetryer{},
 	})
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
+	"github.com/enclavekit/kmsproxy/internal/sdkhttp"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 )
@@ -26,6 +27,7 @@ func newSDKClient(t testing.TB, h http.Handler) *kms.Client {
 		Region:       "eu-west-1",
 		BaseEndpoint: aws.String(srv.URL),
 		Credentials:  aws.AnonymousCredentials{},
+		HTTPClient:   &http.Client{Transport: sdkhttp.BufferBodies(http.DefaultTransport, 0)},
 		Retryer:      aws.NopRetryer{},
 	})
 }

@@ -14,12 +14,10 @@
 package upstream
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net"
 	"net/http"
@@ -35,6 +33,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/smithy-go/middleware"
 
+	"github.com/enclavekit/kmsproxy/internal/sdkhttp"
 	"github.com/enclavekit/kmsproxy/internal/transport"
 )
 
@@ -202,7 +201,7 @@ func New(cfg Config) (*Client, error) {
 		ResponseHeaderTimeout: max(responseHeaderTimeout, cfg.RequestTimeout),
 		ExpectContinueTimeout: awshttp.DefaultHTTPTransportExpectContinueTimeout,
 		// Room for a whole attested request, headers and body (see
-		// bufferBody), so that it leaves in one TLS record and one write:
+		// sdkhttp.BufferBody), so that it leaves in one TLS record and one write:
 		// a Decrypt with Recipient is 7 to 9 KiB (an attestation document
 		// of ~4.5 KiB is ~6 KiB in base64, SigV4 headers ~1 KiB). With
 		// net/http's default 4 KiB it would leave in pieces, the rest
@@ -425,7 +424,9 @@ type clockTransport struct {
 }
 
 func (t *clockTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	req, err := bufferBody(req)
+	// An in-memory copy of the body: one TLS record and one write, and
+	// the SDK closing its body cannot close the connection (sdkhttp).
+	req, err := sdkhttp.BufferBody(req, writeBufferSize)
 	if err != nil {
 		return nil, err
 	}
@@ -440,40 +441,6 @@ func (t *clockTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 	return resp, nil
-}
-
-// bufferBody returns req with the body the SDK built for it replaced by an
-// in-memory copy that net/http recognises, when it fits the connection's
-// write buffer (every KMS request but the largest PutKeyPolicy does); req
-// itself is not modified.
-//
-// The SDK's body is a wrapper net/http does not know to be in memory, so
-// for it net/http flushes the headers on their own and then copies the
-// body straight to the connection, through a buffer allocated for the
-// request: two TLS records and two writes. Worse, the SDK closes that body
-// as soon as the answer arrives (smithy-go ClientHandler.Handle), and
-// net/http's writer, which after sending the body still reads it once more
-// to check for bytes beyond its Content-Length (net/http
-// transferWriter.writeBody), then gets io.EOF from the closed wrapper,
-// takes it for a write error and closes the connection: every ten to
-// forty requests the next one paid for a new TLS handshake
-// (TestKeepAliveAcrossSequentialCalls). With a bytes.Reader body, headers
-// and body leave together in one record and one write, and nothing the
-// SDK does to its own body affects the connection.
-func bufferBody(req *http.Request) (*http.Request, error) {
-	if req.Body == nil || req.Body == http.NoBody || req.ContentLength <= 0 || req.ContentLength > writeBufferSize {
-		return req, nil
-	}
-	buf := make([]byte, req.ContentLength)
-	if _, err := io.ReadFull(req.Body, buf); err != nil {
-		return nil, fmt.Errorf("failed to read the request body: %w", err)
-	}
-	// A shallow copy, as net/http makes for its own purposes: the SDK
-	// still owns (and closes) the original body.
-	r := *req
-	r.Body = io.NopCloser(bytes.NewReader(buf))
-	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
-	return &r, nil
 }
 
 // credentialsAdapter marks credential failures so ToKMSError can say that

@@ -1,11 +1,8 @@
 package upstream
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"io"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,7 +17,7 @@ import (
 // TestKeepAliveAcrossSequentialCalls: one connection serves every call.
 // The SDK closes its request body as soon as the answer arrives, and
 // net/http used to read that as a failed write and drop the connection,
-// so that every few calls paid for a new TLS handshake (see bufferBody).
+// so that every few calls paid for a new TLS handshake (see sdkhttp.BufferBody).
 func TestKeepAliveAcrossSequentialCalls(t *testing.T) {
 	const calls = 300
 	for _, unix := range []bool{false, true} {
@@ -156,58 +153,5 @@ func TestDoAfterClose(t *testing.T) {
 	ran := false
 	if err := c.Do(context.Background(), func(*kms.Client) { ran = true }); err != nil || !ran {
 		t.Fatalf("Do after Close = %v, ran %v", err, ran)
-	}
-}
-
-func TestBufferBody(t *testing.T) {
-	small := bytes.Repeat([]byte("k"), 100)
-	tests := []struct {
-		name     string
-		body     []byte
-		length   int64 // ContentLength
-		buffered bool
-	}{
-		{"small", small, int64(len(small)), true},
-		{"at the limit", make([]byte, writeBufferSize), writeBufferSize, true},
-		{"past the limit", make([]byte, writeBufferSize+1), writeBufferSize + 1, false},
-		{"unknown length", small, -1, false},
-		{"empty", nil, 0, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			req, err := http.NewRequest(http.MethodPost, testEndpoint, io.NopCloser(bytes.NewReader(tt.body)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			req.ContentLength = tt.length
-			orig := req.Body
-			got, err := bufferBody(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if req.Body != orig {
-				t.Error("bufferBody modified the caller's request")
-			}
-			if (got != req) != tt.buffered {
-				t.Fatalf("buffered = %v, want %v", got != req, tt.buffered)
-			}
-			if !tt.buffered {
-				return
-			}
-			for range 2 { // Body, then GetBody as for a retry on a new connection
-				b, err := io.ReadAll(got.Body)
-				if err != nil || !bytes.Equal(b, tt.body) {
-					t.Fatalf("buffered body = %d bytes, %v; want the %d bytes", len(b), err, len(tt.body))
-				}
-				if got.Body, err = got.GetBody(); err != nil {
-					t.Fatal(err)
-				}
-			}
-		})
-	}
-	short, _ := http.NewRequest(http.MethodPost, testEndpoint, io.NopCloser(bytes.NewReader(small)))
-	short.ContentLength = int64(len(small)) + 1
-	if _, err := bufferBody(short); err == nil {
-		t.Error("a body shorter than its Content-Length was accepted")
 	}
 }

@@ -30,6 +30,7 @@ import (
 
 	"github.com/enclavekit/kmsproxy/internal/attestation"
 	"github.com/enclavekit/kmsproxy/internal/nsmsim"
+	"github.com/enclavekit/kmsproxy/internal/sdkhttp"
 )
 
 // The simulated account: an operator who encrypts, and the enclave role
@@ -505,7 +506,7 @@ func (w *world) sdkClient(key, secret, token string) *kms.Client {
 		Region:       region,
 		BaseEndpoint: aws.String(w.kmsURL),
 		Credentials:  credentials.NewStaticCredentialsProvider(key, secret, token),
-		HTTPClient:   w.tlsClient(4),
+		HTTPClient:   &http.Client{Transport: sdkhttp.BufferBodies(w.tlsClient(4).Transport, 0)},
 		Retryer:      aws.NopRetryer{},
 	})
 }

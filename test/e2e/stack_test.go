@@ -28,6 +28,7 @@ import (
 
 	"github.com/enclavekit/kmsproxy/client"
 	"github.com/enclavekit/kmsproxy/internal/credentials"
+	"github.com/enclavekit/kmsproxy/internal/sdkhttp"
 	"github.com/enclavekit/kmsproxy/test/internal/mission"
 	"github.com/enclavekit/kmsproxy/test/internal/relay"
 	"github.com/enclavekit/kmsproxy/test/internal/secretscan"
@@ -316,10 +317,10 @@ func (s *stack) devkmsHTTP() (*http.Client, error) {
 	if !pool.AppendCertsFromPEM(pem) {
 		return nil, errors.New("devkms's ca.pem holds no certificate")
 	}
-	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+	return &http.Client{Timeout: 10 * time.Second, Transport: sdkhttp.BufferBodies(&http.Transport{
 		Proxy:           nil,
 		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
-	}}, nil
+	}, 0)}, nil
 }
 
 // operatorKMS is a KMS client to devkms directly, signing as the operator

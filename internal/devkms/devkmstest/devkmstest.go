@@ -33,6 +33,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 
 	"github.com/enclavekit/kmsproxy/internal/devkms"
+	"github.com/enclavekit/kmsproxy/internal/sdkhttp"
 )
 
 // Credentials used by clients when the instance has no credentials file:
@@ -187,10 +188,10 @@ func Start(t testing.TB, opts ...Option) *Instance {
 func (i *Instance) HTTPClient() *http.Client {
 	return &http.Client{
 		Timeout: 30 * time.Second,
-		Transport: &http.Transport{
+		Transport: sdkhttp.BufferBodies(&http.Transport{
 			TLSClientConfig:     &tls.Config{RootCAs: i.caPool, MinVersion: tls.VersionTLS12},
 			MaxIdleConnsPerHost: 16,
-		},
+		}, 0),
 	}
 }
 
