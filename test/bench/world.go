@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -10,7 +9,6 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -29,6 +27,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 
 	"github.com/enclavekit/kmsproxy/internal/attestation"
+	"github.com/enclavekit/kmsproxy/internal/modroot"
 	"github.com/enclavekit/kmsproxy/internal/nsmsim"
 	"github.com/enclavekit/kmsproxy/internal/sdkhttp"
 )
@@ -122,7 +121,7 @@ func (w *world) exe(name string) string { return filepath.Join(w.bin, name) }
 // kmsproxyd set, that binary is used instead of building one (to compare
 // two builds).
 func (w *world) build(kmsproxyd string) error {
-	root, err := moduleRoot()
+	root, err := modroot.Find()
 	if err != nil {
 		return err
 	}
@@ -578,20 +577,3 @@ func cleanEnv() []string {
 // goTool is the go command: `go run` puts the one running it first in
 // PATH.
 func goTool() string { return "go" }
-
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && bytes.Contains(b, []byte("module github.com/enclavekit/kmsproxy")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run the benchmark from inside the kmsproxy repository")
-		}
-		dir = parent
-	}
-}

@@ -16,9 +16,9 @@ import (
 	"crypto/sha512"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
+	"github.com/enclavekit/kmsproxy/internal/modroot"
 	"io"
 	"net"
 	"net/http"
@@ -229,7 +229,7 @@ func (d *demo) say(s string) {
 }
 
 func (d *demo) build() error {
-	root, err := moduleRoot()
+	root, err := modroot.Find()
 	if err != nil {
 		return err
 	}
@@ -322,7 +322,7 @@ func (d *demo) startKmsproxyd(name, measurements string, kmsPort int) (string, e
 		local = fmt.Sprintf("tcp://127.0.0.1:%d", p)
 		d.localAddr = local
 	}
-	root, err := moduleRoot()
+	root, err := modroot.Find()
 	if err != nil {
 		return "", err
 	}
@@ -527,23 +527,4 @@ func goTool() string {
 		return g
 	}
 	return "go"
-}
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
-
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if fileExists(filepath.Join(dir, "go.mod")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run the demo from inside the kmsproxy repository")
-		}
-		dir = parent
-	}
 }

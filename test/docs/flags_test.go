@@ -3,6 +3,7 @@ package docs
 import (
 	"bufio"
 	"fmt"
+	"github.com/enclavekit/kmsproxy/internal/fixtures"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,7 +38,7 @@ func binaries(t testing.TB) string {
 			return
 		}
 		cmd := exec.Command("go", "build", "-o", binDir+string(filepath.Separator), "./cmd/kmsproxyd", "./cmd/kmsproxyctl", "./cmd/devkms")
-		cmd.Dir = moduleRoot(t)
+		cmd.Dir = fixtures.ModuleRoot(t)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
@@ -54,24 +55,6 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(binDir)
 	}
 	os.Exit(code)
-}
-
-func moduleRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test's directory")
-		}
-		dir = parent
-	}
 }
 
 // help runs a binary with args and -h and returns what it printed.
@@ -239,7 +222,7 @@ func parseReference(text string) (map[scope][]docFlag, []string) {
 // for: every flag documented, no flag invented, defaults and environment
 // variables right.
 func TestConfigurationReferenceMatchesFlags(t *testing.T) {
-	text, err := os.ReadFile(filepath.Join(moduleRoot(t), "docs", "configuration.md"))
+	text, err := os.ReadFile(filepath.Join(fixtures.ModuleRoot(t), "docs", "configuration.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -375,7 +358,7 @@ var fenceRE = regexp.MustCompile("(?s)```([a-z]*)\n(.*?)```")
 // only commands and flags the binaries have.
 func TestDocsCommandLines(t *testing.T) {
 	actual := actualFlags(t)
-	root := moduleRoot(t)
+	root := fixtures.ModuleRoot(t)
 	files, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
 	if err != nil {
 		t.Fatal(err)

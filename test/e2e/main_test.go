@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/enclavekit/kmsproxy/internal/modroot"
 	"github.com/enclavekit/kmsproxy/test/internal/secretscan"
 )
 
@@ -74,7 +74,7 @@ func buildAll() (*binaries, error) {
 	if err != nil {
 		return nil, err
 	}
-	root, err := moduleRoot()
+	root, err := modroot.Find()
 	if err != nil {
 		return nil, err
 	}
@@ -102,23 +102,6 @@ func buildAll() (*binaries, error) {
 		enclaveapp:  filepath.Join(buildDir, "enclaveapp"),
 		aemm:        filepath.Join(buildDir, "ec2-metadata-mock"),
 	}, nil
-}
-
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("go.mod not found above the test's directory")
-		}
-		dir = parent
-	}
 }
 
 // requireTool returns the path of an optional tool, or skips the test

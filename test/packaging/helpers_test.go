@@ -2,6 +2,7 @@ package packaging
 
 import (
 	"context"
+	"github.com/enclavekit/kmsproxy/internal/fixtures"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,30 +12,10 @@ import (
 	"time"
 )
 
-// moduleRoot is the repository root: the directory holding go.mod above the
-// test's working directory.
-func moduleRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test's directory")
-		}
-		dir = parent
-	}
-}
-
 // readRepoFile reads a file of the repository.
 func readRepoFile(t testing.TB, rel string) []byte {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(moduleRoot(t), filepath.FromSlash(rel)))
+	data, err := os.ReadFile(filepath.Join(fixtures.ModuleRoot(t), filepath.FromSlash(rel)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +62,7 @@ func sharedReproduction(t testing.TB) *Reproduction {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 		defer cancel()
 		var log strings.Builder
-		repro, reproErr = Reproduce(ctx, ReproduceConfig{Root: moduleRoot(t), Log: &log})
+		repro, reproErr = Reproduce(ctx, ReproduceConfig{Root: fixtures.ModuleRoot(t), Log: &log})
 		t.Logf("Reproduce:\n%s", log.String())
 	})
 	if reproErr != nil {
@@ -96,7 +77,7 @@ func goBuild(t testing.TB, dir, pkg string) string {
 	t.Helper()
 	out := filepath.Join(dir, filepath.Base(pkg))
 	cmd := exec.Command("go", "build", "-o", out, pkg)
-	cmd.Dir = moduleRoot(t)
+	cmd.Dir = fixtures.ModuleRoot(t)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
 	}

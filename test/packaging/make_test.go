@@ -3,6 +3,7 @@ package packaging
 import (
 	"bytes"
 	"encoding/json"
+	"github.com/enclavekit/kmsproxy/internal/fixtures"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,7 +14,7 @@ import (
 // makefile is the Makefile the targets are tested in.
 func makefile(t testing.TB) string {
 	t.Helper()
-	return filepath.Join(moduleRoot(t), "Makefile")
+	return filepath.Join(fixtures.ModuleRoot(t), "Makefile")
 }
 
 // runMake runs make TARGET in the repository with exactly the environment
@@ -22,7 +23,7 @@ func runMake(t testing.TB, env []string, args ...string) (string, error) {
 	t.Helper()
 	mk := requireTool(t, "make")
 	cmd := exec.Command(mk, append([]string{"-f", makefile(t)}, args...)...)
-	cmd.Dir = moduleRoot(t)
+	cmd.Dir = fixtures.ModuleRoot(t)
 	cmd.Env = env
 	out, err := cmd.CombinedOutput()
 	return string(out), err

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/enclavekit/kmsproxy/internal/fixtures"
 	"github.com/google/go-cmp/cmp"
 	"go.yaml.in/yaml/v3"
 )
@@ -37,7 +38,7 @@ func unitFiles(t testing.TB) []string {
 			units = append(units, f.src)
 		}
 	}
-	matches, err := filepath.Glob(filepath.Join(moduleRoot(t), "enclave", "parent", "*.service"))
+	matches, err := filepath.Glob(filepath.Join(fixtures.ModuleRoot(t), "enclave", "parent", "*.service"))
 	if err != nil {
 		t.Fatal(err)
 	}
