@@ -11,7 +11,6 @@ package enclavetest
 import (
 	"bytes"
 	"context"
-	"crypto/sha512"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -133,15 +132,9 @@ func MeasuredPCRs() map[int][]byte {
 	return PCRsFor("kmsproxy enclavetest image")
 }
 
-// PCRsFor derives PCR0-2 from a label, so tests can make "another image".
-func PCRsFor(label string) map[int][]byte {
-	m := map[int][]byte{}
-	for i, part := range []string{"image", "kernel", "application"} {
-		h := sha512.Sum384([]byte(label + "/" + part))
-		m[i] = h[:]
-	}
-	return m
-}
+// PCRsFor derives PCR0-2 from a label (nsmsim.ImagePCRs), so tests can
+// make "another image".
+func PCRsFor(label string) map[int][]byte { return nsmsim.ImagePCRs(label) }
 
 // Start runs devkms, the simulator and kmsproxyd, and stops them when the
 // test ends.

@@ -30,7 +30,7 @@ func TestFind(t *testing.T) {
 func TestDeclares(t *testing.T) {
 	for in, want := range map[string]bool{
 		"module github.com/enclavekit/kmsproxy\n\ngo 1.26\n": true,
-		"// c\nmodule github.com/enclavekit/kmsproxy\n":       true,
+		"// c\nmodule github.com/enclavekit/kmsproxy\n":      true,
 		"module github.com/enclavekit/kmsproxyfoo\n":         false,
 		"module example.com/other\n":                         false,
 	} {

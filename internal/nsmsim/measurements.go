@@ -2,6 +2,7 @@ package nsmsim
 
 import (
 	"bytes"
+	"crypto/sha512"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -107,4 +108,31 @@ func pcrIndex(name string) (int, bool) {
 		return 0, false
 	}
 	return n, true
+}
+
+// MarshalMeasurements is the inverse of ParseMeasurements: the JSON that
+// `nitro-cli build-enclave` prints for an image with these PCRs (each 48
+// bytes), for tools and tests that stand in for a build.
+func MarshalMeasurements(pcrs map[int][]byte) ([]byte, error) {
+	fields := map[string]string{"HashAlgorithm": "Sha384 { ... }"}
+	for i, v := range pcrs {
+		if i < 0 || i >= attestation.PCRCount || len(v) != attestation.PCRSize {
+			return nil, fmt.Errorf("nsmsim: PCR%d of %d bytes cannot be measured (want PCR0-PCR%d of %d bytes)", i, len(v), attestation.PCRCount-1, attestation.PCRSize)
+		}
+		fields["PCR"+strconv.Itoa(i)] = hex.EncodeToString(v)
+	}
+	return json.MarshalIndent(map[string]any{"Measurements": fields}, "", "  ")
+}
+
+// ImagePCRs returns made-up measurements of an enclave image named label:
+// PCR0 (image), PCR1 (kernel) and PCR2 (application) are the SHA-384 of
+// label+"/image", "/kernel" and "/application", so that two labels are two
+// images whose every PCR differs.
+func ImagePCRs(label string) map[int][]byte {
+	pcrs := make(map[int][]byte)
+	for i, part := range []string{"image", "kernel", "application"} {
+		h := sha512.Sum384([]byte(label + "/" + part))
+		pcrs[i] = h[:]
+	}
+	return pcrs
 }

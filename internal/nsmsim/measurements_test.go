@@ -1,6 +1,7 @@
 package nsmsim_test
 
 import (
+	"bytes"
 	"encoding/hex"
 	"os"
 	"path/filepath"
@@ -139,5 +140,33 @@ func TestMeasurementsSizeLimit(t *testing.T) {
 				t.Fatalf("LoadMeasurements of %d bytes: %v", len(tt.data), err)
 			}
 		})
+	}
+}
+
+func TestMarshalMeasurements(t *testing.T) {
+	pcrs := nsmsim.ImagePCRs("some image")
+	if len(pcrs) != 3 || bytes.Equal(pcrs[0], pcrs[1]) || bytes.Equal(pcrs[0], nsmsim.ImagePCRs("another image")[0]) {
+		t.Fatalf("ImagePCRs = %x", pcrs)
+	}
+	b, err := nsmsim.MarshalMeasurements(pcrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := nsmsim.ParseMeasurements(b)
+	if err != nil {
+		t.Fatalf("ParseMeasurements of %s: %v", b, err)
+	}
+	for i, v := range pcrs {
+		if !bytes.Equal(back[i], v) {
+			t.Errorf("PCR%d = %x after a round trip, want %x", i, back[i], v)
+		}
+	}
+	if len(back) != len(pcrs) {
+		t.Errorf("round trip gave %d PCRs, want %d", len(back), len(pcrs))
+	}
+	for _, bad := range []map[int][]byte{{0: make([]byte, 32)}, {16: make([]byte, 48)}, {-1: make([]byte, 48)}} {
+		if _, err := nsmsim.MarshalMeasurements(bad); err == nil {
+			t.Errorf("nsmsim.MarshalMeasurements(%v) succeeded", bad)
+		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha512"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
@@ -162,14 +161,12 @@ func (w *world) setup() error {
 	if err := w.ca.Save(w.path("simca")); err != nil {
 		return err
 	}
-	w.pcrs = map[int][]byte{}
-	meas := map[string]string{"HashAlgorithm": "Sha384 { ... }"}
-	for i, part := range []string{"image", "kernel", "application"} {
-		h := sha512.Sum384([]byte(imageLabel + "/" + part))
-		w.pcrs[i] = h[:]
-		meas[fmt.Sprintf("PCR%d", i)] = hex.EncodeToString(h[:])
+	w.pcrs = nsmsim.ImagePCRs(imageLabel)
+	meas, err := nsmsim.MarshalMeasurements(w.pcrs)
+	if err != nil {
+		return err
 	}
-	if err := writeJSON(w.path("measurements.json"), map[string]any{"Measurements": meas}); err != nil {
+	if err := os.WriteFile(w.path("measurements.json"), meas, 0o644); err != nil {
 		return err
 	}
 	if err := writeJSON(w.path("key-policy.json"), keyPolicy(w.pcrs)); err != nil {

@@ -13,12 +13,11 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/sha512"
 	"encoding/hex"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"github.com/enclavekit/kmsproxy/internal/modroot"
+	"github.com/enclavekit/kmsproxy/internal/nsmsim"
 	"io"
 	"net"
 	"net/http"
@@ -421,25 +420,14 @@ func (d *demo) cleanup() {
 // writeMeasurements writes what `nitro-cli build-enclave` prints for an
 // image, with PCRs derived from a label.
 func writeMeasurements(path, label string) error {
-	m := map[string]any{"Measurements": map[string]string{
-		"HashAlgorithm": "Sha384 { ... }",
-		"PCR0":          pcr0(label),
-		"PCR1":          pcrHex(label, "kernel"),
-		"PCR2":          pcrHex(label, "application"),
-	}}
-	b, err := json.MarshalIndent(m, "", "  ")
+	b, err := nsmsim.MarshalMeasurements(nsmsim.ImagePCRs(label))
 	if err != nil {
 		return err
 	}
 	return os.WriteFile(path, b, 0o644)
 }
 
-func pcr0(label string) string { return pcrHex(label, "image") }
-
-func pcrHex(label, part string) string {
-	h := sha512.Sum384([]byte(label + "/" + part))
-	return hex.EncodeToString(h[:])
-}
+func pcr0(label string) string { return hex.EncodeToString(nsmsim.ImagePCRs(label)[0]) }
 
 func freePort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

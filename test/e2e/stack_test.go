@@ -4,11 +4,8 @@ import (
 	"context"
 	"crypto/ecdh"
 	"crypto/rand"
-	"crypto/sha512"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -28,6 +25,7 @@ import (
 
 	"github.com/enclavekit/kmsproxy/client"
 	"github.com/enclavekit/kmsproxy/internal/credentials"
+	"github.com/enclavekit/kmsproxy/internal/nsmsim"
 	"github.com/enclavekit/kmsproxy/internal/sdkhttp"
 	"github.com/enclavekit/kmsproxy/test/internal/mission"
 	"github.com/enclavekit/kmsproxy/test/internal/relay"
@@ -208,22 +206,11 @@ func (s *stack) ctl(t testing.TB, env []string, args ...string) []byte {
 // writeMeasurements writes what `nitro-cli build-enclave` prints for an
 // image, with PCRs derived from a label.
 func writeMeasurements(path, label string) error {
-	m := map[string]any{"Measurements": map[string]string{
-		"HashAlgorithm": "Sha384 { ... }",
-		"PCR0":          pcrHex(label, "image"),
-		"PCR1":          pcrHex(label, "kernel"),
-		"PCR2":          pcrHex(label, "application"),
-	}}
-	b, err := json.MarshalIndent(m, "", "  ")
+	b, err := nsmsim.MarshalMeasurements(nsmsim.ImagePCRs(label))
 	if err != nil {
 		return err
 	}
 	return os.WriteFile(path, b, 0o644)
-}
-
-func pcrHex(label, part string) string {
-	h := sha512.Sum384([]byte(label + "/" + part))
-	return hex.EncodeToString(h[:])
 }
 
 func (s *stack) writeDevKMSFiles(t testing.TB) {
