@@ -109,42 +109,41 @@ var unreachable = anyOf(
 	expectError("DependencyTimeoutException", "upstream:"),
 )
 
+// outage runs the load through a fault of the path to KMS: up, what
+// killed mid-load by kill, down (every request an error naming the upstream
+// step, within the request timeout), restarted by restart, and serving
+// again within resume's second, with kmsproxyd's upstream connections
+// within bounds throughout.
+func (pf *processFaults) outage(t *testing.T, what string, kill func(), restart func(testing.TB)) {
+	t.Helper()
+	load(t, what+" up", 4, 500*time.Millisecond, pf.budget, pf.decrypt, noErrors)
+
+	pf.during(t, what+" killed mid-load", kill)
+	ta := load(t, what+" down", 4, 2*time.Second, pf.budget, pf.decrypt, unreachable)
+	if ta.oks() > 0 {
+		t.Errorf("%d requests succeeded with %s down", ta.oks(), what)
+	}
+
+	restart(t)
+	resume(t, what+" back", pf.budget, pf.decrypt)
+	load(t, what+" back", 4, 500*time.Millisecond, pf.budget, pf.decrypt, noErrors)
+	pf.checkConns(t)
+}
+
 // TestFaultDevKMSDown kills devkms under load and starts it again on the
 // same port with the same state file: during the outage every request gets
 // an error naming the upstream step within the request timeout; a second
 // after devkms is back, the ciphertext made before the outage decrypts.
 func TestFaultDevKMSDown(t *testing.T) {
 	pf := startProcessFaults(t)
-	load(t, "devkms up", 4, 500*time.Millisecond, pf.budget, pf.decrypt, noErrors)
-
-	pf.during(t, "devkms killed mid-load", pf.s.devkms.kill)
-	ta := load(t, "devkms down", 4, 2*time.Second, pf.budget, pf.decrypt, unreachable)
-	if ta.oks() > 0 {
-		t.Errorf("%d requests succeeded with devkms down", ta.oks())
-	}
-
-	pf.s.restartDevKMS(t)
-	resume(t, "devkms back", pf.budget, pf.decrypt)
-	load(t, "devkms back", 4, 500*time.Millisecond, pf.budget, pf.decrypt, noErrors)
-	pf.checkConns(t)
+	pf.outage(t, "devkms", pf.s.devkms.kill, pf.s.restartDevKMS)
 }
 
 // TestFaultVsockProxyKilled kills the vsock-proxy stand-in (socat and the
 // children serving open connections) under load and starts it again.
 func TestFaultVsockProxyKilled(t *testing.T) {
 	pf := startProcessFaults(t)
-	load(t, "socat up", 4, 500*time.Millisecond, pf.budget, pf.decrypt, noErrors)
-
-	pf.during(t, "socat killed mid-load", pf.s.socat.kill)
-	ta := load(t, "socat dead", 4, 2*time.Second, pf.budget, pf.decrypt, unreachable)
-	if ta.oks() > 0 {
-		t.Errorf("%d requests succeeded with the vsock-proxy stand-in dead", ta.oks())
-	}
-
-	pf.s.startSocat(t)
-	resume(t, "socat restarted", pf.budget, pf.decrypt)
-	load(t, "socat restarted", 4, 500*time.Millisecond, pf.budget, pf.decrypt, noErrors)
-	pf.checkConns(t)
+	pf.outage(t, "the vsock-proxy stand-in (socat)", pf.s.socat.kill, pf.s.startSocat)
 
 	// A GenerateRandom too, to be sure more than the one key works.
 	if _, err := pf.c.GenerateRandom(context.Background(), &kms.GenerateRandomInput{NumberOfBytes: aws.Int32(8)}); err != nil {

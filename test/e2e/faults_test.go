@@ -127,6 +127,27 @@ func TestFaultSlowKMS(t *testing.T) {
 	p.checkConns(t, defaultUpstreamConns)
 }
 
+// partialThenTotal makes KMS fail 30 % of its calls, then all of them, in
+// the way faults(rate) describes: with 30 %, kmsproxyd's retries within the
+// request timeout make most requests succeed and what still fails is
+// KMS's error, unchanged (want); with 100 %, every request fails with it
+// (or runs out of time). The fault stays on.
+func partialThenTotal(t *testing.T, p *inProcess, what string, faults func(rate float64) devkms.Faults, want expectation, wantType string) {
+	t.Helper()
+	p.env.DevKMS.SetFaults(faults(0.3))
+	ta := load(t, what+" on 30%", 4, 2*time.Second, p.budget(), p.decrypt, want)
+	if ta.oks() < ta.total()/2 {
+		t.Errorf("with %s on 30%% of KMS calls and retries, only %d of %d requests succeeded", what, ta.oks(), ta.total())
+	}
+
+	p.env.DevKMS.SetFaults(faults(1))
+	ta = load(t, what+" on 100%", 4, 2*time.Second, p.budget(), p.decrypt,
+		anyOf(want, expectError("DependencyTimeoutException", "upstream:")))
+	if ta.oks() > 0 || ta.errors(wantType) == 0 {
+		t.Errorf("with %s on every KMS call: %s; want %s", what, ta, wantType)
+	}
+}
+
 // TestFaultThrottling: KMS throttles 30% of calls; kmsproxyd retries with
 // back-off within the request timeout, and what still fails reaches the
 // caller as KMS's ThrottlingException, unchanged. With every call
@@ -134,20 +155,8 @@ func TestFaultSlowKMS(t *testing.T) {
 func TestFaultThrottling(t *testing.T) {
 	sc := newScan(t)
 	p := startInProcess(t, sc, enclavetest.Options{RequestTimeout: 5 * time.Second})
-	throttled := expectError("ThrottlingException", kmsThrottleMessage)
-
-	p.env.DevKMS.SetFaults(devkms.Faults{ThrottleRate: 0.3})
-	ta := load(t, "throttle 30%", 4, 2*time.Second, p.budget(), p.decrypt, throttled)
-	if ta.oks() < ta.total()/2 {
-		t.Errorf("with 30%% of KMS calls throttled and retries, only %d of %d requests succeeded", ta.oks(), ta.total())
-	}
-
-	p.env.DevKMS.SetFaults(devkms.Faults{ThrottleRate: 1})
-	ta = load(t, "throttle 100%", 4, 2*time.Second, p.budget(), p.decrypt,
-		anyOf(throttled, expectError("DependencyTimeoutException", "upstream:")))
-	if ta.oks() > 0 || ta.errors("ThrottlingException") == 0 {
-		t.Errorf("with every KMS call throttled: %s; want ThrottlingException", ta)
-	}
+	partialThenTotal(t, p, "throttling", func(r float64) devkms.Faults { return devkms.Faults{ThrottleRate: r} },
+		expectError("ThrottlingException", kmsThrottleMessage), "ThrottlingException")
 
 	p.env.DevKMS.SetFaults(devkms.Faults{})
 	resume(t, "throttling over", p.budget(), p.decrypt)
@@ -160,20 +169,8 @@ func TestFaultThrottling(t *testing.T) {
 func TestFaultKMSErrors(t *testing.T) {
 	sc := newScan(t)
 	p := startInProcess(t, sc, enclavetest.Options{RequestTimeout: 5 * time.Second})
-	failed := expectError("KMSInternalException", kmsFaultMessage)
-
-	p.env.DevKMS.SetFaults(devkms.Faults{ErrorRate: 0.3})
-	ta := load(t, "5xx on 30%", 4, 2*time.Second, p.budget(), p.decrypt, failed)
-	if ta.oks() < ta.total()/2 {
-		t.Errorf("with 30%% of KMS calls failing and retries, only %d of %d requests succeeded", ta.oks(), ta.total())
-	}
-
-	p.env.DevKMS.SetFaults(devkms.Faults{ErrorRate: 1})
-	ta = load(t, "5xx on 100%", 4, 2*time.Second, p.budget(), p.decrypt,
-		anyOf(failed, expectError("DependencyTimeoutException", "upstream:")))
-	if ta.oks() > 0 || ta.errors("KMSInternalException") == 0 {
-		t.Errorf("with every KMS call failing: %s; want KMSInternalException", ta)
-	}
+	partialThenTotal(t, p, "5xx", func(r float64) devkms.Faults { return devkms.Faults{ErrorRate: r} },
+		expectError("KMSInternalException", kmsFaultMessage), "KMSInternalException")
 	// The status travels too: the SDK sees a server fault.
 	_, err := p.kms.Decrypt(context.Background(), &kms.DecryptInput{CiphertextBlob: p.ct})
 	var apiErr smithy.APIError
