@@ -110,7 +110,7 @@ func ab(ctx context.Context, w *world, aBin, bBin string, aEnv, bEnv []string, r
 		s.caller = func(int) caller { return proxyDecrypt(hc, w.blob, w.plaintext) }
 		s.serial = proxyDecrypt(unixClient(d.sock, 1), w.blob, w.plaintext)
 		if r := closedLoop(ctx, cpuConcurrency, 200, 0, s.caller); r.errors > 0 {
-			return w.failed(d.proc, fmt.Errorf("warm-up of %s: %s", s.name, firstError(r)))
+			return w.failed(d.proc, fmt.Errorf("warm-up of %s: %d of %d Decrypts failed%s", s.name, r.errors, r.n, firstError(r)))
 		}
 	}
 	for round := range rounds {
@@ -132,22 +132,16 @@ func ab(ctx context.Context, w *world, aBin, bBin string, aEnv, bEnv []string, r
 				return err
 			}
 			if r.errors > 0 {
-				return w.failed(s.d.proc, fmt.Errorf("round %d of %s: %s", round+1, s.name, firstError(r)))
+				return w.failed(s.d.proc, fmt.Errorf("round %d of %s: %d of %d Decrypts failed%s", round+1, s.name, r.errors, r.n, firstError(r)))
 			}
 			if r.n == 0 {
 				return fmt.Errorf("round %d of %s: no Decrypt completed (%v)", round+1, s.name, ctx.Err())
 			}
 			s.cpu = append(s.cpu, (c1-c0)/time.Duration(r.n))
-			var lat result
-			for range samples {
-				start := time.Now()
-				if err := s.serial(ctx); err != nil {
-					return w.failed(s.d.proc, err)
-				}
-				lat.lat = append(lat.lat, time.Since(start))
-				lat.n++
+			lat := closedLoop(ctx, 1, samples, 0, func(int) caller { return s.serial })
+			if lat.errors > 0 || lat.n < samples {
+				return w.failed(s.d.proc, fmt.Errorf("round %d of %s at concurrency 1: %d of %d Decrypts done, %d failed%s", round+1, s.name, lat.n, samples, lat.errors, firstError(lat)))
 			}
-			lat.finish(0)
 			s.lat = append(s.lat, lat.pct(50))
 		}
 		w.say("round %d: CPU/Decrypt A %s B %s; p50 A %s B %s", round+1,

@@ -392,18 +392,27 @@ func (w *world) stop(p *proc) error {
 	if p.exited() {
 		return fmt.Errorf("%s had already exited: %s", p.name, p.cmd.ProcessState)
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
+	if !p.terminate(20 * time.Second) {
 		return fmt.Errorf("%s did not stop within 20s of SIGTERM", p.name)
 	}
 	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
 		return w.failed(p, fmt.Errorf("exited with status %d after SIGTERM", code))
 	}
 	return nil
+}
+
+// terminate sends SIGTERM and waits up to grace for the process to exit,
+// then kills it; it reports whether the process stopped by itself.
+func (p *proc) terminate(grace time.Duration) bool {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return true
+	case <-time.After(grace):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return false
+	}
 }
 
 func (w *world) start(name string, env []string, exe string, args ...string) (*proc, error) {
@@ -440,15 +449,8 @@ func (w *world) failed(p *proc, err error) error {
 func (w *world) close(keep bool) {
 	for i := len(w.procs) - 1; i >= 0; i-- {
 		p := w.procs[i]
-		if p.exited() {
-			continue
-		}
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.done
+		if !p.exited() {
+			p.terminate(10 * time.Second)
 		}
 	}
 	if !keep {
