@@ -172,15 +172,7 @@ func TestCheckCatchesBrokenDockerfiles(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			src := strings.Replace(orig, tt.old, tt.new, 1)
-			if src == orig {
-				t.Fatal("the mutation changed nothing")
-			}
-			df, err := ParseDockerfile([]byte(src))
-			if err != nil {
-				t.Fatal(err)
-			}
-			vs := Check(df)
+			vs := Check(mutate(t, orig, tt.old, tt.new))
 			var rules []string
 			for _, v := range vs {
 				rules = append(rules, v.Rule)
@@ -341,19 +333,26 @@ func TestDockerfileRootfsErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			src := strings.Replace(orig, tt.old, tt.new, 1)
-			if src == orig {
-				t.Fatal("the mutation changed nothing")
-			}
-			df, err := ParseDockerfile([]byte(src))
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = df.Rootfs()
+			_, err := mutate(t, orig, tt.old, tt.new).Rootfs()
 			var pe *ParseError
 			if !errors.As(err, &pe) || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("Rootfs() = %v, want a *ParseError containing %q", err, tt.want)
 			}
 		})
 	}
+}
+
+// mutate replaces the first old in the Dockerfile source orig with new and
+// parses the result; it fails t when that changes nothing.
+func mutate(t *testing.T, orig, old, new string) *Dockerfile {
+	t.Helper()
+	src := strings.Replace(orig, old, new, 1)
+	if src == orig {
+		t.Fatal("the mutation changed nothing")
+	}
+	df, err := ParseDockerfile([]byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return df
 }
