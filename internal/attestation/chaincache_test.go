@@ -75,10 +75,7 @@ func TestVerifyForgedLeafUnderKnownBundle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	forger, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	forger := p384Key(t)
 	// Same subject, issuer name, validity and key as the genuine leaf;
 	// only the signature is the forger's.
 	tmpl := &x509.Certificate{
@@ -90,12 +87,9 @@ func TestVerifyForgedLeafUnderKnownBundle(t *testing.T) {
 	}
 	fakeIssuer := *issuer
 	fakeIssuer.PublicKey = &forger.PublicKey
-	forged, err := x509.CreateCertificate(rand.Reader, tmpl, &fakeIssuer, &f.leafKey.PublicKey, forger)
-	if err != nil {
-		t.Fatal(err)
-	}
+	forged := issue(t, tmpl, &fakeIssuer, &f.leafKey.PublicKey, forger)
 	m := f.fields(t)
-	m["certificate"] = enc(t, forged)
+	m["certificate"] = enc(t, forged.Raw)
 	raw := f.resign(t, m)
 	doc, err := attestation.Parse(raw)
 	if err != nil {
