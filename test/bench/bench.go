@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/enclavekit/kmsproxy/test/internal/harness"
 	"net/http"
 	"os"
 	"os/exec"
@@ -560,7 +561,7 @@ func (w *world) oneShots(ctx context.Context, n int) (result, error) {
 	var r result
 	for range n {
 		cmd := exec.CommandContext(ctx, w.exe("kmstool"), args...)
-		cmd.Env = cleanEnv()
+		cmd.Env = harness.CleanEnv()
 		var stderr strings.Builder
 		cmd.Stderr = &stderr
 		start := time.Now()

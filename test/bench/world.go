@@ -29,6 +29,7 @@ import (
 	"github.com/enclavekit/kmsproxy/internal/modroot"
 	"github.com/enclavekit/kmsproxy/internal/nsmsim"
 	"github.com/enclavekit/kmsproxy/internal/sdkhttp"
+	"github.com/enclavekit/kmsproxy/test/internal/harness"
 )
 
 // The simulated account: an operator who encrypts, and the enclave role
@@ -422,7 +423,7 @@ func (w *world) start(name string, env []string, exe string, args ...string) (*p
 		return nil, err
 	}
 	cmd := exec.Command(exe, args...)
-	cmd.Env = append(cleanEnv(), env...)
+	cmd.Env = append(harness.CleanEnv(), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	p := &proc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
 	p.started = time.Now()
@@ -558,19 +559,6 @@ func writeJSON(path string, v any) error {
 		return err
 	}
 	return os.WriteFile(path, b, 0o600)
-}
-
-// cleanEnv is the environment without AWS or kmsproxy settings the user
-// may have, so nothing reaches real AWS.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "AWS_") || strings.HasPrefix(kv, "KMSPROXY_") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return append(env, "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true")
 }
 
 // goTool is the go command: `go run` puts the one running it first in

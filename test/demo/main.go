@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"github.com/enclavekit/kmsproxy/internal/modroot"
 	"github.com/enclavekit/kmsproxy/internal/nsmsim"
+	"github.com/enclavekit/kmsproxy/test/internal/harness"
 	"io"
 	"net"
 	"net/http"
@@ -127,7 +128,7 @@ func (d *demo) run() error {
 	}
 
 	d.say("devkms: a local KMS with TLS, SigV4 and attestation support")
-	kmsPort, err := freePort()
+	kmsPort, err := harness.FreePort()
 	if err != nil {
 		return err
 	}
@@ -252,7 +253,7 @@ func (d *demo) build() error {
 func (d *demo) ctl(env []string, args ...string) ([]byte, error) {
 	fmt.Printf("   $ kmsproxyctl %s\n", strings.ReplaceAll(strings.Join(args, " "), d.dir, "$DEMO"))
 	cmd := exec.CommandContext(d.ctx, d.exe("kmsproxyctl"), args...)
-	cmd.Env = append(cleanEnv(), env...)
+	cmd.Env = append(harness.CleanEnv(), env...)
 	cmd.Dir = d.dir
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -268,7 +269,7 @@ func (d *demo) ctl(env []string, args ...string) ([]byte, error) {
 func (d *demo) expectDenied(env []string, args ...string) error {
 	fmt.Printf("   $ kmsproxyctl %s\n", strings.ReplaceAll(strings.Join(args, " "), d.dir, "$DEMO"))
 	cmd := exec.CommandContext(d.ctx, d.exe("kmsproxyctl"), args...)
-	cmd.Env = append(cleanEnv(), env...)
+	cmd.Env = append(harness.CleanEnv(), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -314,7 +315,7 @@ func (d *demo) startKmsproxyd(name, measurements string, kmsPort int) (string, e
 	parent := "unix://" + d.path(name+".sock")
 	local := ""
 	if name == "kmsproxyd" {
-		p, err := freePort()
+		p, err := harness.FreePort()
 		if err != nil {
 			return "", err
 		}
@@ -346,7 +347,7 @@ func (d *demo) startKmsproxyd(name, measurements string, kmsPort int) (string, e
 
 func (d *demo) start(name string, env []string, exe string, args ...string) error {
 	cmd := exec.Command(exe, args...)
-	cmd.Env = append(cleanEnv(), env...)
+	cmd.Env = append(harness.CleanEnv(), env...)
 	p := &proc{name: name, cmd: cmd, log: &bytes.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	if err := cmd.Start(); err != nil {
@@ -429,15 +430,6 @@ func writeMeasurements(path, label string) error {
 
 func pcr0(label string) string { return hex.EncodeToString(nsmsim.ImagePCRs(label)[0]) }
 
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 // waitReady polls kmsproxyd's /readyz on its unix socket.
 func waitReady(ctx context.Context, sock string) error {
 	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{
@@ -493,19 +485,6 @@ func poll(ctx context.Context, f func() error) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-}
-
-// cleanEnv is the environment without AWS settings the user may have, so
-// the demo never reaches real AWS.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "AWS_") || strings.HasPrefix(kv, "KMSPROXY_") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return append(env, "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true")
 }
 
 // goTool is the go command that runs the demo (make sets GO), else the

@@ -28,6 +28,7 @@ import (
 	"github.com/enclavekit/kmsproxy/internal/credentials"
 	"github.com/enclavekit/kmsproxy/internal/kmsapi"
 	"github.com/enclavekit/kmsproxy/internal/proxy"
+	"github.com/enclavekit/kmsproxy/test/internal/harness"
 )
 
 const (
@@ -538,7 +539,7 @@ func TestBadConfigKmsproxyd(t *testing.T) {
 	sc.AddSecret("role secret access key", []byte(role.secret))
 	sc.AddSecret("role session token", []byte(role.token))
 	dir := shortTempDir(t)
-	if _, err := run(t, sc, "kmsproxyctl dev ca", cleanEnv(), nil, ctlTimeout, bin.kmsproxyctl, "dev", "ca", "--out", dir+"/simca"); err != nil {
+	if _, err := run(t, sc, "kmsproxyctl dev ca", harness.CleanEnv(), nil, ctlTimeout, bin.kmsproxyctl, "dev", "ca", "--out", dir+"/simca"); err != nil {
 		t.Fatal(err)
 	}
 	big := "listeners:\n  parent:\n    operations: [\"*\"]\n#" + strings.Repeat("x", 64<<10) + "\n"
@@ -587,7 +588,7 @@ func TestBadConfigKmsproxyd(t *testing.T) {
 				"--listen-parent", "unix://" + dir + "/p.sock", "--listen-local", "", "--log-format", "text"}
 			// The role's credentials are in the environment: a kmsproxyd
 			// refusing to start must not print them either.
-			env := cleanEnv(append(role.env(), tc.env...)...)
+			env := harness.CleanEnv(append(role.env(), tc.env...)...)
 			_, err := run(t, sc, "kmsproxyd ("+tc.name+")", env, nil, 30*time.Second, append(args, tc.args...)...)
 			code := exitCode(err)
 			var re *runError
@@ -707,7 +708,7 @@ func TestBadInputDevKMS(t *testing.T) {
 	} {
 		t.Run("start: "+tc.name, func(t *testing.T) {
 			args := append([]string{s.bin.devkms, "--listen", "unix://" + dir + "/d.sock"}, tc.args...)
-			_, err := run(t, sc, "devkms ("+tc.name+")", cleanEnv(), nil, 30*time.Second, args...)
+			_, err := run(t, sc, "devkms ("+tc.name+")", harness.CleanEnv(), nil, 30*time.Second, args...)
 			var re *runError
 			stderr := ""
 			if errors.As(err, &re) {

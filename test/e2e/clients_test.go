@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 
 	"github.com/enclavekit/kmsproxy/client"
+	"github.com/enclavekit/kmsproxy/test/internal/harness"
 )
 
 // awsTimeout bounds one AWS CLI run (a Python start-up and one call).
@@ -45,7 +46,7 @@ func TestRealClients(t *testing.T) {
 	sc.AddSecret("client secret access key", []byte(dummyClient.secret))
 
 	bridgeAddr := fmt.Sprintf("tcp://127.0.0.1:%d", freePort(t))
-	bridge := start(t, sc, "kmsproxyctl bridge", cleanEnv(), s.bin.kmsproxyctl, "bridge",
+	bridge := start(t, sc, "kmsproxyctl bridge", harness.CleanEnv(), s.bin.kmsproxyctl, "bridge",
 		"--listen", bridgeAddr, "--enclave", s.parentAddr, "--log-level", "debug")
 	waitHTTP(t, bridge, bridgeAddr, "/healthz")
 	endpoints := []endpoint{
@@ -73,7 +74,7 @@ func TestRealClients(t *testing.T) {
 			t.Run(ep.name, func(t *testing.T) {
 				cli := func(args ...string) []byte {
 					t.Helper()
-					env := cleanEnv(append(dummyClient.env(), "AWS_REGION="+region, "AWS_DEFAULT_REGION="+region, "AWS_PAGER=", "HOME="+home)...)
+					env := harness.CleanEnv(append(dummyClient.env(), "AWS_REGION="+region, "AWS_DEFAULT_REGION="+region, "AWS_PAGER=", "HOME="+home)...)
 					args = append(args, "--endpoint-url", ep.url, "--cli-connect-timeout", "10", "--cli-read-timeout", "60")
 					out, err := run(t, sc, "aws "+args[1], env, nil, awsTimeout, append([]string{awsBin}, args...)...)
 					if err != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/enclavekit/kmsproxy/test/internal/harness"
 	"io"
 	"net/http"
 	"os"
@@ -48,7 +49,7 @@ func (s *stack) startIMDS(t testing.TB, socat string) {
 	}
 	port := freePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	s.mock = start(t, s.scan, "ec2-metadata-mock", cleanEnv("HOME="+home),
+	s.mock = start(t, s.scan, "ec2-metadata-mock", harness.CleanEnv("HOME="+home),
 		s.bin.aemm, "--imdsv2", "-n", "127.0.0.1", "-p", strconv.Itoa(port), "-c", cfg)
 	var served awsCreds
 	if err := poll(readyTimeout, func() error {
@@ -63,7 +64,7 @@ func (s *stack) startIMDS(t testing.TB, socat string) {
 	}
 	s.role = served
 	s.imdsSock = s.path("imds.sock")
-	s.imdsSocat = start(t, s.scan, "socat (imds)", cleanEnv(),
+	s.imdsSocat = start(t, s.scan, "socat (imds)", harness.CleanEnv(),
 		socat, socatLinger, "UNIX-LISTEN:"+s.imdsSock+",unlink-early,fork,max-children="+strconv.Itoa(defaultUpstreamConns), "TCP:"+addr)
 	waitSocket(t, s.imdsSocat, s.imdsSock)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/enclavekit/kmsproxy/client"
+	"github.com/enclavekit/kmsproxy/test/internal/harness"
 	"github.com/enclavekit/kmsproxy/test/internal/mission"
 	"github.com/enclavekit/kmsproxy/test/internal/relay"
 	"github.com/enclavekit/kmsproxy/test/internal/secretscan"
@@ -68,7 +69,7 @@ func TestIsolation(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			out, err := run(t, sc, "enclaveapp", cleanEnv(), inJSON, ctlTimeout, s.inNetns(s.bin.enclaveapp, "mission", "--enclave", s.localAddr)...)
+			out, err := run(t, sc, "enclaveapp", harness.CleanEnv(), inJSON, ctlTimeout, s.inNetns(s.bin.enclaveapp, "mission", "--enclave", s.localAddr)...)
 			if err != nil {
 				t.Fatalf("in-enclave app: %v\n%s", err, s.kmsproxyd.log)
 			}
@@ -88,7 +89,7 @@ func TestIsolation(t *testing.T) {
 			if err := os.WriteFile(ctFile, in.Ciphertext, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			pt, err := run(t, sc, "kmsproxyctl decrypt (namespace)", cleanEnv(), nil, ctlTimeout, s.inNetns(s.bin.kmsproxyctl, "decrypt",
+			pt, err := run(t, sc, "kmsproxyctl decrypt (namespace)", harness.CleanEnv(), nil, ctlTimeout, s.inNetns(s.bin.kmsproxyctl, "decrypt",
 				"--enclave", s.localAddr, "--ciphertext-blob", "fileb://"+ctFile, "--encryption-context", "tenant=acme", "--raw")...)
 			if err != nil || !bytes.Equal(pt, want.Plaintext) {
 				t.Errorf("kmsproxyctl decrypt in the namespace: %d bytes that are not the plaintext (%v)", len(pt), err)
@@ -142,7 +143,7 @@ func TestIsolation(t *testing.T) {
 // same port answers on the host.
 func checkNamespace(t testing.TB, s *stack) {
 	t.Helper()
-	out, err := run(t, s.scan, "ip link (namespace)", cleanEnv(), nil, ctlTimeout, s.inNetns("ip", "-o", "link", "show")...)
+	out, err := run(t, s.scan, "ip link (namespace)", harness.CleanEnv(), nil, ctlTimeout, s.inNetns("ip", "-o", "link", "show")...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +185,7 @@ func checkNamespace(t testing.TB, s *stack) {
 		}
 	}
 	for _, target := range targets {
-		out, err := run(t, s.scan, "enclaveapp dial", cleanEnv(), nil, ctlTimeout, s.inNetns(s.bin.enclaveapp, "dial", "tcp://"+target)...)
+		out, err := run(t, s.scan, "enclaveapp dial", harness.CleanEnv(), nil, ctlTimeout, s.inNetns(s.bin.enclaveapp, "dial", "tcp://"+target)...)
 		if code := exitCode(err); code != 1 {
 			t.Errorf("dial %s from the namespace: exit %d (%v), output %q; want exit 1, no connection", target, code, err, out)
 			continue
@@ -196,7 +197,7 @@ func checkNamespace(t testing.TB, s *stack) {
 	// devkms's TCP port: every upstream call fails at the connect step.
 	sock := s.path("direct.sock")
 	argv := s.kmsproxydArgv(sock, "", "tcp://"+devkmsAddr, "env")
-	p := start(t, s.scan, "kmsproxyd (direct dial)", cleanEnv(role.env()...), argv...)
+	p := start(t, s.scan, "kmsproxyd (direct dial)", harness.CleanEnv(role.env()...), argv...)
 	waitHTTP(t, p, "unix://"+sock, "/healthz")
 	c, err := clientFor("unix://" + sock)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/enclavekit/kmsproxy/internal/modroot"
+	"github.com/enclavekit/kmsproxy/test/internal/harness"
 	"github.com/enclavekit/kmsproxy/test/internal/secretscan"
 )
 
@@ -161,27 +161,11 @@ func shortTempDir(t testing.TB) string {
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func freePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := harness.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// cleanEnv is this process's environment without AWS and kmsproxy
-// settings, so nothing a test starts can reach real AWS or pick up the
-// developer's configuration.
-func cleanEnv(extra ...string) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "AWS_") || strings.HasPrefix(kv, "KMSPROXY_") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	env = append(env, "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true")
-	return append(env, extra...)
+	return p
 }
 
 // pollInterval is the pause between two tries of poll.

@@ -27,6 +27,7 @@ import (
 	"github.com/enclavekit/kmsproxy/internal/credentials"
 	"github.com/enclavekit/kmsproxy/internal/nsmsim"
 	"github.com/enclavekit/kmsproxy/internal/sdkhttp"
+	"github.com/enclavekit/kmsproxy/test/internal/harness"
 	"github.com/enclavekit/kmsproxy/test/internal/mission"
 	"github.com/enclavekit/kmsproxy/test/internal/relay"
 	"github.com/enclavekit/kmsproxy/test/internal/secretscan"
@@ -196,7 +197,7 @@ func (s *stack) path(rel string) string { return filepath.Join(s.dir, rel) }
 // ctl runs kmsproxyctl and returns its stdout.
 func (s *stack) ctl(t testing.TB, env []string, args ...string) []byte {
 	t.Helper()
-	out, err := run(t, s.scan, "kmsproxyctl "+args[0], cleanEnv(env...), nil, ctlTimeout, append([]string{s.bin.kmsproxyctl}, args...)...)
+	out, err := run(t, s.scan, "kmsproxyctl "+args[0], harness.CleanEnv(env...), nil, ctlTimeout, append([]string{s.bin.kmsproxyctl}, args...)...)
 	if err != nil {
 		t.Fatalf("kmsproxyctl %s: %v", strings.Join(args, " "), err)
 	}
@@ -266,7 +267,7 @@ func (s *stack) startDevKMS(t testing.TB) {
 // restartDevKMS starts devkms (again) with the same flags, port and state.
 func (s *stack) restartDevKMS(t testing.TB) {
 	t.Helper()
-	s.devkms = start(t, s.scan, "devkms", cleanEnv(), s.devkmsArgv...)
+	s.devkms = start(t, s.scan, "devkms", harness.CleanEnv(), s.devkmsArgv...)
 	if err := poll(readyTimeout, func() error {
 		if s.devkms.exited() {
 			return errors.New("devkms exited")
@@ -330,7 +331,7 @@ func (s *stack) operatorKMS(t testing.TB) *kms.Client {
 // startSocat starts (or restarts) the KMS vsock-proxy stand-in.
 func (s *stack) startSocat(t testing.TB) {
 	t.Helper()
-	s.socat = start(t, s.scan, "socat (kms)", cleanEnv(), s.socatArgv...)
+	s.socat = start(t, s.scan, "socat (kms)", harness.CleanEnv(), s.socatArgv...)
 	waitSocket(t, s.socat, s.kmsSock)
 }
 
@@ -388,9 +389,9 @@ func (s *stack) kmsproxydArgv(parentSock, local, kmsDial, creds string) []string
 
 func (s *stack) kmsproxydEnv() []string {
 	if s.opts.credentials == "env" {
-		return cleanEnv(s.role.env()...)
+		return harness.CleanEnv(s.role.env()...)
 	}
-	return cleanEnv()
+	return harness.CleanEnv()
 }
 
 func (s *stack) startKmsproxyd(t testing.TB) {
