@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/sha256"
+	"crypto/sha512"
 	"crypto/x509"
 	"encoding/binary"
 	"errors"
@@ -22,7 +23,8 @@ import (
 //  1. its exported fields still match the signed payload;
 //  2. digest is SHA384 and the PCRs are exactly 0-15 of 48 bytes each;
 //  3. the leaf certificate's key is ECDSA P-384;
-//  4. the COSE_Sign1 ES384 signature verifies with that key (go-cose);
+//  4. the COSE_Sign1 ES384 signature verifies with that key (go-cose, with
+//     circl's P-384 arithmetic: see p384.go);
 //  5. every certificate of the chain is valid at at;
 //  6. the chain certificate → cabundle[n-1] → ... → cabundle[1] verifies up
 //     to cabundle[0], which must be one of roots.
@@ -35,9 +37,10 @@ import (
 // certificates, at most maxCachedChains of them), so verifying further
 // documents from the same enclave costs one ES384 verification, and a
 // first document from another enclave of a known instance (a new leaf
-// under a known cabundle) costs two (see leafFromKnownBundle); the root's
+// under a known cabundle) costs two (see linksVerify); the root's
 // presence in roots and every certificate's validity at at are checked on
-// every call. Verify is safe for concurrent use. Failures are *Error values
+// every call. A chain never seen costs one verification per certificate,
+// checked in parallel. Verify is safe for concurrent use. Failures are *Error values
 // naming the check.
 func Verify(doc *Document, roots *x509.CertPool, at time.Time) error {
 	if doc == nil || doc.payload == nil || doc.leaf == nil {
@@ -136,11 +139,7 @@ func verifySignature(doc *Document, pub *ecdsa.PublicKey) error {
 		Payload:   doc.payload,
 		Signature: doc.signature,
 	}
-	verifier, err := cose.NewVerifier(cose.AlgorithmES384, pub)
-	if err != nil {
-		return newError(CheckLeafKey, "leaf certificate key cannot verify ES384", err)
-	}
-	if err := msg.Verify(nil, verifier); err != nil {
+	if err := msg.Verify(nil, es384Verifier{pub}); err != nil {
 		return newError(CheckSignature, "COSE_Sign1 ES384 signature does not verify with the leaf certificate's key", err)
 	}
 	return nil
@@ -176,10 +175,11 @@ func validAt(c *x509.Certificate, at time.Time) error {
 // anyUsage: NSM certificates carry no extended key usage.
 var anyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageAny}
 
-// verifyChain verifies leaf → cabundle[n-1] → ... → cabundle[1] → root with
-// crypto/x509 (signatures, CA flags, path lengths, key usage, validity) and
-// requires the chain to follow the cabundle in NSM's order with
-// cabundle[0] as the trusted root.
+// verifyChain verifies leaf → cabundle[n-1] → ... → cabundle[1] → root
+// (signatures, CA flags, path lengths, key usage, validity) and requires
+// the chain to follow the cabundle in NSM's order with cabundle[0] as the
+// trusted root: by linksVerify for the plain chains NSM issues, by
+// crypto/x509 otherwise or when linksVerify does not accept the chain.
 func verifyChain(doc *Document, roots *x509.CertPool, at time.Time) error {
 	key, bundleKey := chainKey(doc, true), chainKey(doc, false)
 	// Signatures and constraints do not depend on time or on the pool; on
@@ -188,10 +188,28 @@ func verifyChain(doc *Document, roots *x509.CertPool, at time.Time) error {
 	if root := chains.get(key); root != nil && trusted(root, roots, at) {
 		return nil
 	}
-	if root := chains.get(bundleKey); root != nil && trusted(root, roots, at) && leafFromKnownBundle(doc) {
+	if root := chains.get(bundleKey); root != nil && trusted(root, roots, at) && linksVerify(doc, len(doc.bundle)-1) {
 		chains.put(key, root)
 		return nil
 	}
+	if root := doc.bundle[0]; isRoot(root, roots, at) && linksVerify(doc, 0) {
+		chains.put(key, root)
+		chains.put(bundleKey, root)
+		return nil
+	}
+	root, err := verifyChainX509(doc, roots, at)
+	if err != nil {
+		return err
+	}
+	chains.put(key, root)
+	chains.put(bundleKey, root)
+	return nil
+}
+
+// verifyChainX509 is the whole verification by crypto/x509, for the chains
+// linksVerify does not prove (and to name what is wrong with a chain that
+// does not verify). It returns the anchoring root.
+func verifyChainX509(doc *Document, roots *x509.CertPool, at time.Time) (*x509.Certificate, error) {
 	inter := x509.NewCertPool()
 	for _, c := range doc.bundle[1:] {
 		inter.AddCert(c)
@@ -203,16 +221,14 @@ func verifyChain(doc *Document, roots *x509.CertPool, at time.Time) error {
 		KeyUsages:     anyUsage,
 	})
 	if err != nil {
-		return chainError(err, at)
+		return nil, chainError(err, at)
 	}
 	for _, chain := range found {
 		if followsBundle(chain, doc) {
-			chains.put(key, chain[len(chain)-1])
-			chains.put(bundleKey, chain[len(chain)-1])
-			return nil
+			return chain[len(chain)-1], nil
 		}
 	}
-	return newError(CheckChain, "the verified chain does not follow the cabundle (root first, then each issuer down to the leaf's)", nil)
+	return nil, newError(CheckChain, "the verified chain does not follow the cabundle (root first, then each issuer down to the leaf's)", nil)
 }
 
 func trusted(root *x509.Certificate, roots *x509.CertPool, at time.Time) bool {
@@ -220,35 +236,98 @@ func trusted(root *x509.Certificate, roots *x509.CertPool, at time.Time) bool {
 	return err == nil
 }
 
-// leafFromKnownBundle reports whether doc's leaf certificate is signed by
-// the last certificate of a cabundle that crypto/x509 verified before, in a
-// whole chain under another leaf. Only the leaf's own link is left to
-// check then: its signature by its issuer, which must be a CA allowed to
-// sign certificates (CheckSignatureFrom), and no critical extension
-// crypto/x509 would not handle. Path lengths do not count the leaf, so the
-// earlier verification settled them. Name constraints would apply to the
-// leaf's names, and a policy constraint requiring an explicit policy (in
-// the bundle or the leaf, RFC 5280 section 6.1.5) would make the leaf's
-// certificate policies matter: either sends the document through the whole
-// verification instead. (No certificate of the five real documents in
-// ../shared/testdata, 2021 to 2024, carries policies or name constraints.)
+// isRoot reports whether c itself is one of roots (not merely issued by
+// one): crypto/x509 answers a certificate found in the pool with the chain
+// of that certificate alone, without a signature check.
+func isRoot(c *x509.Certificate, roots *x509.CertPool, at time.Time) bool {
+	found, err := c.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: at, KeyUsages: anyUsage})
+	return err == nil && len(found) == 1 && len(found[0]) == 1 && found[0][0] == c
+}
+
+// linksVerify reports whether the links of doc's chain from the leaf up to
+// cabundle[top] are proven valid by the checks crypto/x509's Verify would
+// make, with verifyP384 for the signatures. The chain, leaf first, is
+// leaf, cabundle[n-1], ..., cabundle[0]; top 0 is the whole chain up to the
+// root, top n-1 the leaf's own link alone (for a cabundle that verified
+// before under another leaf: path lengths do not count the leaf, so that
+// verification settled everything above it).
 //
-// This is the common case of a verifier such as KMS or devkms: the
-// cabundle is the instance's chain (AWS root, regional, zonal, instance
-// certificates), shared by every enclave that instance runs, while each
-// enclave has its own leaf. A new enclave then costs two ECDSA P-384
-// verifications (leaf and document) instead of five.
-func leafFromKnownBundle(doc *Document) bool {
-	if len(doc.bundle) < 2 || len(doc.leaf.UnhandledCriticalExtensions) > 0 || requiresExplicitPolicy(doc.leaf) {
+// It only ever proves: false means "not shown here", and the caller then
+// lets crypto/x509 decide and name the failure. So it accepts only plain
+// chains, where its checks are exactly crypto/x509's (isValid and
+// CheckSignatureFrom in crypto/x509/verify.go and x509.go): every
+// signature ecdsa-with-SHA384 by a P-384 key; each issuer's subject the
+// child's issuer name, a CA (basic constraints with cA) allowed to sign
+// certificates when it states key usages, its path length constraint not
+// exceeded by the intermediates below it; no certificate with a critical
+// extension crypto/x509 does not handle, name constraints (they would
+// apply to the names below), a policy constraint requiring an explicit
+// policy (RFC 5280 section 6.1.5: the certificate policies would matter)
+// or policy mappings; no certificate twice. Validity at the verification
+// time is checkValidity's, before. (No certificate of the five real
+// documents in ../shared/testdata, 2021 to 2024, falls outside this.)
+//
+// The signatures are independent of each other; with more than one to
+// check they are checked in parallel, so a cold real chain (four
+// certificate signatures) costs two verifications' time on two cores.
+func linksVerify(doc *Document, top int) bool {
+	n := len(doc.bundle)
+	if top < 0 || top >= n {
 		return false
 	}
-	for _, c := range doc.bundle {
-		if hasNameConstraints(c) || requiresExplicitPolicy(c) {
+	chain := make([]*x509.Certificate, 0, n+1)
+	chain = append(chain, doc.leaf)
+	for i := n - 1; i >= 0; i-- {
+		chain = append(chain, doc.bundle[i])
+	}
+	// Name constraints and policy constraints anywhere above a certificate
+	// apply to it: plainness is the whole chain's, whatever top is.
+	for k, c := range chain {
+		if !plain(c) {
+			return false
+		}
+		for _, other := range chain[:k] {
+			if bytes.Equal(c.RawSubject, other.RawSubject) && bytes.Equal(c.RawSubjectPublicKeyInfo, other.RawSubjectPublicKeyInfo) {
+				return false
+			}
+		}
+	}
+	last := n - top // chain[last] is cabundle[top], the highest issuer checked
+	for k := 1; k <= last; k++ {
+		c := chain[k]
+		// c issues chain[k-1]; k-1 intermediates lie below it.
+		if !bytes.Equal(chain[k-1].RawIssuer, c.RawSubject) || !c.BasicConstraintsValid || !c.IsCA ||
+			(c.KeyUsage != 0 && c.KeyUsage&x509.KeyUsageCertSign == 0) ||
+			(c.MaxPathLen >= 0 && k-1 > c.MaxPathLen) || chain[k-1].SignatureAlgorithm != x509.ECDSAWithSHA384 {
+			return false
+		}
+		if pub, ok := c.PublicKey.(*ecdsa.PublicKey); !ok || pub.Curve != elliptic.P384() {
 			return false
 		}
 	}
-	issuer := doc.bundle[len(doc.bundle)-1]
-	return bytes.Equal(doc.leaf.RawIssuer, issuer.RawSubject) && doc.leaf.CheckSignatureFrom(issuer) == nil
+	ok := make([]bool, last)
+	check := func(k int) {
+		digest := sha512.Sum384(chain[k].RawTBSCertificate)
+		ok[k] = verifyP384ASN1(chain[k+1].PublicKey.(*ecdsa.PublicKey), digest[:], chain[k].Signature)
+	}
+	var wg sync.WaitGroup
+	for k := 1; k < last; k++ {
+		wg.Go(func() { check(k) })
+	}
+	check(0)
+	wg.Wait()
+	for _, v := range ok {
+		if !v {
+			return false
+		}
+	}
+	return true
+}
+
+// plain reports whether c has none of the features linksVerify leaves to
+// crypto/x509.
+func plain(c *x509.Certificate) bool {
+	return len(c.UnhandledCriticalExtensions) == 0 && !hasNameConstraints(c) && !requiresExplicitPolicy(c) && len(c.PolicyMappings) == 0
 }
 
 func hasNameConstraints(c *x509.Certificate) bool {
