@@ -25,12 +25,15 @@ func runAB(ctx context.Context, args []string) int {
 
 Starts two kmsproxyd daemons, A and B, and alternates rounds between them:
 kmsproxyd CPU per Decrypt (4 clients unless -clients), and latency at
-concurrency 1.
-Prints the medians of each and of the per-round ratios B/A.
+concurrency 1; each round starts with one t_rsa.
+Prints the medians of each, of CPU per Decrypt over t_rsa, and of the
+per-round ratios B/A.
 
 Examples:
   go run ./test/bench ab -b /tmp/kmsproxyd-new            # this tree against a build
   go run ./test/bench ab -b-env GOGC=400                  # this tree, two environments
+  go build -o /tmp/floor ./test/bench/floor && go run ./test/bench ab -b /tmp/floor
+                                                          # kmsproxyd against the bare prescribed parts
 
 Flags:
 `)
@@ -113,10 +116,22 @@ func ab(ctx context.Context, w *world, aBin, bBin string, aEnv, bEnv []string, r
 			return w.failed(d.proc, fmt.Errorf("warm-up of %s: %d of %d Decrypts failed%s", s.name, r.errors, r.n, firstError(r)))
 		}
 	}
+	// t_rsa once per round, so that each round's CPU per Decrypt can be
+	// stated in units of the RSA decryption of that moment.
+	rsaKey, rsaCT, err := rsaFixture()
+	if err != nil {
+		return err
+	}
+	var tRSA []time.Duration
 	for round := range rounds {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		r, err := measureRSA(rsaKey, rsaCT, 1)
+		if err != nil {
+			return err
+		}
+		tRSA = append(tRSA, r[0])
 		order := sides
 		if round%2 == 1 {
 			order = []*side{sides[1], sides[0]}
@@ -144,7 +159,7 @@ func ab(ctx context.Context, w *world, aBin, bBin string, aEnv, bEnv []string, r
 			}
 			s.lat = append(s.lat, lat.pct(50))
 		}
-		w.say("round %d: CPU/Decrypt A %s B %s; p50 A %s B %s", round+1,
+		w.say("round %d: t_rsa %s; CPU/Decrypt A %s B %s; p50 A %s B %s", round+1, ms(tRSA[round]),
 			ms(sides[0].cpu[round]), ms(sides[1].cpu[round]), ms(sides[0].lat[round]), ms(sides[1].lat[round]))
 	}
 	ratios := func(f func(*side) []time.Duration) []float64 {
@@ -160,6 +175,16 @@ func ab(ctx context.Context, w *world, aBin, bBin string, aEnv, bEnv []string, r
 	fmt.Printf("A: %s %s\nB: %s %s\n", w.exe("kmsproxyd"), strings.Join(aEnv, " "), bBin, strings.Join(bEnv, " "))
 	fmt.Printf("CPU per Decrypt (%d clients), median of %d rounds: A %s, B %s; B/A per round: median %.3f (min %.3f, max %.3f)\n",
 		clients, rounds, ms(median(sides[0].cpu)), ms(median(sides[1].cpu)), cpuR[len(cpuR)/2], cpuR[0], cpuR[len(cpuR)-1])
+	perRSA := func(s *side) float64 {
+		var r []float64
+		for i := range rounds {
+			r = append(r, float64(s.cpu[i])/float64(tRSA[i]))
+		}
+		slices.Sort(r)
+		return r[len(r)/2]
+	}
+	fmt.Printf("CPU per Decrypt over the round's t_rsa (median t_rsa %s), median of %d rounds: A %.2f ×, B %.2f ×\n",
+		ms(median(tRSA)), rounds, perRSA(sides[0]), perRSA(sides[1]))
 	fmt.Printf("latency p50 at concurrency 1, median of %d rounds: A %s, B %s; B/A per round: median %.3f (min %.3f, max %.3f)\n",
 		rounds, ms(median(sides[0].lat)), ms(median(sides[1].lat)), latR[len(latR)/2], latR[0], latR[len(latR)-1])
 	return nil

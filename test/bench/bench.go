@@ -42,6 +42,9 @@ const (
 	// cpuConcurrency is the CPU row's clients: kmsproxyd's default
 	// --upstream-conns, so requests flow without queueing.
 	cpuConcurrency = 4
+	// cpuRounds is how many rounds the CPU row alternates between
+	// kmsproxyd and the floor (row 14).
+	cpuRounds = 6
 	// pairWarmup is how many direct and proxied Decrypts precede the
 	// latency rows' samples.
 	pairWarmup = 50
@@ -233,7 +236,20 @@ func bench(ctx context.Context, w *world, c benchConfig) (*table, error) {
 	if r := closedLoop(ctx, cpuConcurrency, 200, 0, sharedCaller); r.errors > 0 {
 		return nil, w.failed(d.proc, fmt.Errorf("warm-up: %s", r.errorText()))
 	}
-	w.say("CPU per Decrypt: %d Decrypts from %d clients", c.requests, cpuConcurrency)
+	// The prescribed parts alone (test/bench/floor) on the same load, in
+	// rounds alternating with kmsproxyd, so that the machine's drift lands
+	// in both alike.
+	w.say("starting floor: the prescribed parts alone, for comparison")
+	fl, err := w.startKmsproxydExe("floor", w.exe("floor"), nil)
+	if err != nil {
+		return nil, err
+	}
+	floorClient := unixClient(fl.sock, pinnedConcurrency)
+	floorCaller := func(int) caller { return proxyDecrypt(floorClient, w.blob, w.plaintext) }
+	if r := closedLoop(ctx, cpuConcurrency, 200, 0, floorCaller); r.errors > 0 {
+		return nil, w.failed(fl.proc, fmt.Errorf("warm-up of floor: %s", r.errorText()))
+	}
+	w.say("CPU per Decrypt: %d Decrypts from %d clients to each of kmsproxyd and floor, in %d alternating rounds", c.requests, cpuConcurrency, cpuRounds)
 	stopPerf, err := startPerf(c.perfFile, d.pid())
 	if err != nil {
 		return nil, err
@@ -247,14 +263,40 @@ func bench(ctx context.Context, w *world, c benchConfig) (*table, error) {
 	if err != nil {
 		return nil, err
 	}
-	cpu0, err := cpuTime(d.pid())
-	if err != nil {
-		return nil, err
+	type cpuSide struct {
+		p      *proc
+		call   func(int) caller
+		cpu    time.Duration
+		n      int
+		rounds []time.Duration // CPU per Decrypt in each round
 	}
-	rc := closedLoop(ctx, cpuConcurrency, c.requests, 0, sharedCaller)
-	cpu1, err := cpuTime(d.pid())
-	if err != nil {
-		return nil, err
+	proxySide, floorSide := &cpuSide{p: d.proc, call: sharedCaller}, &cpuSide{p: fl.proc, call: floorCaller}
+	for round := range cpuRounds {
+		n := c.requests / cpuRounds
+		if round == cpuRounds-1 {
+			n = c.requests - n*(cpuRounds-1)
+		}
+		order := []*cpuSide{proxySide, floorSide}
+		if round%2 == 1 {
+			order[0], order[1] = order[1], order[0]
+		}
+		for _, sd := range order {
+			c0, err := cpuTime(sd.p.pid())
+			if err != nil {
+				return nil, err
+			}
+			r := closedLoop(ctx, cpuConcurrency, n, 0, sd.call)
+			c1, err := cpuTime(sd.p.pid())
+			if err != nil {
+				return nil, err
+			}
+			if r.errors > 0 || r.n == 0 {
+				return nil, w.failed(sd.p, fmt.Errorf("CPU row, %s: %s", sd.p.name, r.errorText()))
+			}
+			sd.cpu += c1 - c0
+			sd.n += r.n
+			sd.rounds = append(sd.rounds, (c1-c0)/time.Duration(r.n))
+		}
 	}
 	cpuRSAAfter, err := nearRSA()
 	if err != nil {
@@ -264,14 +306,20 @@ func bench(ctx context.Context, w *world, c benchConfig) (*table, error) {
 	adjacent = append(adjacent, cpuRSABefore, cpuRSAAfter)
 	stopPerf()
 	counts := stopStat()
-	if rc.errors > 0 {
-		return nil, w.failed(d.proc, fmt.Errorf("CPU row: %s", rc.errorText()))
+	if err := w.stop(fl.proc); err != nil {
+		return nil, err
 	}
-	cpuPer := (cpu1 - cpu0) / time.Duration(rc.n)
-	cpuDetail := fmt.Sprintf("%s of kmsproxyd CPU over %d Decrypts from %d clients (%.0f/s)", ms(cpu1-cpu0), rc.n, cpuConcurrency, rc.rate())
+	cpuPer := proxySide.cpu / time.Duration(proxySide.n)
+	floorPer := floorSide.cpu / time.Duration(floorSide.n)
+	var overFloor []float64
+	for i := range proxySide.rounds {
+		overFloor = append(overFloor, float64(proxySide.rounds[i])/float64(floorSide.rounds[i]))
+	}
+	slices.Sort(overFloor)
+	cpuDetail := fmt.Sprintf("%s of kmsproxyd CPU over %d Decrypts from %d clients, in %d rounds alternating with the floor's (last row)", ms(proxySide.cpu), proxySide.n, cpuConcurrency, cpuRounds)
 	for _, k := range []string{"raw_syscalls:sys_enter", "context-switches"} {
 		if v, ok := counts[k]; ok {
-			cpuDetail += fmt.Sprintf(", %.1f %s", v/float64(rc.n), strings.TrimPrefix(k, "raw_syscalls:"))
+			cpuDetail += fmt.Sprintf(", %.1f %s", v/float64(proxySide.n), strings.TrimPrefix(k, "raw_syscalls:"))
 		}
 	}
 	if len(counts) > 0 {
@@ -461,6 +509,13 @@ func bench(ctx context.Context, w *world, c benchConfig) (*table, error) {
 			fmt.Sprintf("median of %d batches of %d decryptions on CPU 0 with a busy loop on CPU 1; rows 2 and 5 against it: %.2f × and %s",
 				siblingBatches, siblingBatch, float64(cpuPer)/float64(busy), pinnedAgainst(pinnedRate, busy)))
 	}
+
+	// The floor, measured with row 2: what DESIGN.md's parts cost by
+	// themselves, and what kmsproxyd adds to them.
+	t.add("the prescribed parts alone (test/bench/floor), CPU per attested Decrypt",
+		fmt.Sprintf("%s = %.2f × t_rsa", ms(floorPer), float64(floorPer)/float64(cpuRSA)), "reported", nil,
+		fmt.Sprintf("%s over %d Decrypts, alternating with row 2 (t_rsa next to them %s); kmsproxyd / floor per round: median %.3f (%.3f to %.3f) over %d rounds. floor: net/http server, aws-sdk-go-v2 Decrypt with Recipient over keep-alive TLS, the envelope opened, the answer; no policy, logs, metrics or limits",
+			ms(floorSide.cpu), floorSide.n, ms(cpuRSA), overFloor[len(overFloor)/2], overFloor[0], overFloor[len(overFloor)-1], cpuRounds))
 
 	// t_rsa again, now that the load is over.
 	rsaEnd, err := measureRSA(rsaKey, rsaCT, 2)

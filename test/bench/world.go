@@ -116,7 +116,7 @@ func (w *world) say(format string, args ...any) {
 func (w *world) path(rel string) string { return filepath.Join(w.dir, rel) }
 func (w *world) exe(name string) string { return filepath.Join(w.bin, name) }
 
-// build compiles devkms, the kmstool stand-in and kmsproxyd with the NSM
+// build compiles devkms, the kmstool stand-in, the floor and kmsproxyd with the NSM
 // simulator (-tags nsmsim), without the race detector or coverage. With
 // kmsproxyd set, that binary is used instead of building one (to compare
 // two builds).
@@ -125,7 +125,7 @@ func (w *world) build(kmsproxyd string) error {
 	if err != nil {
 		return err
 	}
-	builds := [][]string{{"build", "-o", w.bin + string(filepath.Separator), "./cmd/devkms", "./test/bench/kmstool"}}
+	builds := [][]string{{"build", "-o", w.bin + string(filepath.Separator), "./cmd/devkms", "./test/bench/kmstool", "./test/bench/floor"}}
 	if kmsproxyd == "" {
 		builds = append(builds, []string{"build", "-tags", "nsmsim", "-o", w.exe("kmsproxyd"), "./cmd/kmsproxyd"})
 	} else {

@@ -26,33 +26,20 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 
-	"github.com/enclavekit/kmsproxy/internal/attestation"
 	"github.com/enclavekit/kmsproxy/internal/cms"
-	"github.com/enclavekit/kmsproxy/internal/nsmsim"
-	"github.com/enclavekit/kmsproxy/internal/transport"
+	"github.com/enclavekit/kmsproxy/test/bench/internal/standin"
 )
-
-// maxCAFile bounds --ca: a PEM bundle of a few certificates.
-const maxCAFile = 1 << 20
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout); err != nil {
@@ -92,99 +79,35 @@ func run(args []string, stdout io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 
-	// The NSM (here its simulator) as the process finds it at start.
-	ca, err := nsmsim.LoadCA(*simCA)
+	// A new RSA-2048 key pair for this one request, and a new attestation
+	// document binding it, from the NSM (here its simulator).
+	id, err := standin.NewIdentity(ctx, *simCA, *simPCRs)
 	if err != nil {
 		return err
 	}
-	var opts nsmsim.Options
-	if *simPCRs != "" {
-		if opts.PCRs, err = nsmsim.LoadMeasurements(*simPCRs); err != nil {
-			return err
-		}
-	}
-	nsm, err := nsmsim.New(ca, opts)
-	if err != nil {
-		return err
-	}
-
-	// A new RSA-2048 key pair for this one request.
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return fmt.Errorf("failed to generate the RSA key: %w", err)
-	}
-	spki, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	if err != nil {
-		return fmt.Errorf("failed to encode the public key: %w", err)
-	}
-	// A new attestation document binding it.
-	doc, err := nsm.Attest(ctx, attestation.Request{PublicKey: spki})
-	if err != nil {
-		return fmt.Errorf("failed to get an attestation document: %w", err)
-	}
-
-	// A new TLS connection to KMS.
-	hc, err := oneShotHTTP(*caFile, *dial)
-	if err != nil {
-		return err
-	}
-	client := kms.New(kms.Options{
-		Region:       *region,
-		BaseEndpoint: aws.String(*endpoint),
-		Credentials:  credentials.NewStaticCredentialsProvider(*accessKey, *secretKey, *token),
-		HTTPClient:   hc,
+	// A new TLS connection to KMS: a new process has no other.
+	client, err := standin.NewKMS(standin.KMSConfig{
+		Endpoint: *endpoint, Dial: *dial, CAFile: *caFile, Region: *region, Conns: 1,
+		AccessKey: *accessKey, SecretKey: *secretKey, Token: *token,
 	})
+	if err != nil {
+		return err
+	}
 	out, err := client.Decrypt(ctx, &kms.DecryptInput{
 		CiphertextBlob: blob,
 		Recipient: &types.RecipientInfo{
-			AttestationDocument:    doc,
+			AttestationDocument:    id.Document,
 			KeyEncryptionAlgorithm: types.KeyEncryptionMechanismRsaesOaepSha256,
 		},
 	})
 	if err != nil {
 		return fmt.Errorf("failed to call Decrypt: %w", err)
 	}
-	plaintext, err := cms.Decrypt(out.CiphertextForRecipient, key)
+	plaintext, err := cms.Decrypt(out.CiphertextForRecipient, id.Key)
 	if err != nil {
 		return fmt.Errorf("failed to open CiphertextForRecipient: %w", err)
 	}
 	defer clear(plaintext)
 	_, err = fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(plaintext))
 	return err
-}
-
-// oneShotHTTP is an HTTP client whose single connection is new: no
-// keep-alive across runs is possible in a new process anyway. With dial
-// set, the connection goes there whatever the URL's host.
-func oneShotHTTP(caFile, dial string) (*http.Client, error) {
-	f, err := os.Open(caFile)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	pem, err := io.ReadAll(io.LimitReader(f, maxCAFile))
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("no certificate in %s", caFile)
-	}
-	dialer := &net.Dialer{Timeout: 5 * time.Second}
-	dialContext := dialer.DialContext
-	if dial != "" {
-		a, err := transport.Parse(dial)
-		if err != nil {
-			return nil, fmt.Errorf("--dial: %w", err)
-		}
-		if a.Network == transport.VSOCK {
-			return nil, errors.New("--dial: vsock is not for benchmarks on this machine; use unix:// or tcp://")
-		}
-		dialContext = transport.DialFunc(a)
-	}
-	return &http.Client{Transport: &http.Transport{
-		DialContext:     dialContext,
-		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
-		Proxy:           nil,
-	}}, nil
 }
