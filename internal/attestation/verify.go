@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -31,7 +32,10 @@ import (
 //
 // It does not judge freshness (compare doc.Timestamp with your clock) nor
 // the PCR values (compare doc.PCRs with your policy). A nil roots is
-// refused: pass NitroRoots() for documents from real hardware.
+// refused: pass NitroRoots() for documents from real hardware. roots is a
+// set of trusted certificates: a constraint function attached with
+// x509.CertPool.AddCertWithConstraint is not applied (the shortcuts below
+// cannot see it); filter the roots before building the pool instead.
 //
 // Chains that verified once are remembered (by the hash of their
 // certificates, at most maxCachedChains of them), so verifying further
@@ -40,8 +44,8 @@ import (
 // under a known cabundle) costs two (see linksVerify); the root's
 // presence in roots and every certificate's validity at at are checked on
 // every call. A chain never seen costs one verification per certificate,
-// checked in parallel. Verify is safe for concurrent use. Failures are *Error values
-// naming the check.
+// checked in parallel. Verify is safe for concurrent use. Failures are
+// *Error values naming the check.
 func Verify(doc *Document, roots *x509.CertPool, at time.Time) error {
 	if doc == nil || doc.payload == nil || doc.leaf == nil {
 		return newError(CheckMalformed, "document did not come from Parse", nil)
@@ -185,14 +189,17 @@ func verifyChain(doc *Document, roots *x509.CertPool, at time.Time) error {
 	// Signatures and constraints do not depend on time or on the pool; on
 	// a cache hit, re-check that the anchoring root is still trusted and
 	// valid at at (every certificate's validity was checked already).
-	if root := chains.get(key); root != nil && trusted(root, roots, at) {
+	// crypto/x509 finds no chain following the cabundle when the leaf is
+	// itself in roots (it answers with the leaf alone): no shortcut then.
+	leafIsRoot := isRoot(doc.leaf, roots, at)
+	if root := chains.get(key); root != nil && !leafIsRoot && isRoot(root, roots, at) {
 		return nil
 	}
-	if root := chains.get(bundleKey); root != nil && trusted(root, roots, at) && linksVerify(doc, len(doc.bundle)-1) {
+	if root := chains.get(bundleKey); root != nil && !leafIsRoot && isRoot(root, roots, at) && linksVerify(doc, len(doc.bundle)-1) {
 		chains.put(key, root)
 		return nil
 	}
-	if root := doc.bundle[0]; isRoot(root, roots, at) && linksVerify(doc, 0) {
+	if root := doc.bundle[0]; !leafIsRoot && isRoot(root, roots, at) && linksVerify(doc, 0) {
 		chains.put(key, root)
 		chains.put(bundleKey, root)
 		return nil
@@ -231,13 +238,9 @@ func verifyChainX509(doc *Document, roots *x509.CertPool, at time.Time) (*x509.C
 	return nil, newError(CheckChain, "the verified chain does not follow the cabundle (root first, then each issuer down to the leaf's)", nil)
 }
 
-func trusted(root *x509.Certificate, roots *x509.CertPool, at time.Time) bool {
-	_, err := root.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: at, KeyUsages: anyUsage})
-	return err == nil
-}
-
 // isRoot reports whether c itself is one of roots (not merely issued by
-// one): crypto/x509 answers a certificate found in the pool with the chain
+// one, nor a certificate with the same name and key): crypto/x509 answers
+// a certificate found in the pool (compared byte for byte) with the chain
 // of that certificate alone, without a signature check.
 func isRoot(c *x509.Certificate, roots *x509.CertPool, at time.Time) bool {
 	found, err := c.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: at, KeyUsages: anyUsage})
@@ -263,7 +266,7 @@ func isRoot(c *x509.Certificate, roots *x509.CertPool, at time.Time) bool {
 // extension crypto/x509 does not handle, name constraints (they would
 // apply to the names below), a policy constraint requiring an explicit
 // policy (RFC 5280 section 6.1.5: the certificate policies would matter)
-// or policy mappings; no certificate twice. Validity at the verification
+// or policy mappings; no two certificates with one subject. Validity at the verification
 // time is checkValidity's, before. (No certificate of the five real
 // documents in ../shared/testdata, 2021 to 2024, falls outside this.)
 //
@@ -286,8 +289,12 @@ func linksVerify(doc *Document, top int) bool {
 		if !plain(c) {
 			return false
 		}
+		// Two certificates with one name: crypto/x509 may refuse the
+		// chain as a loop (alreadyInChain) or give up after its budget of
+		// candidate issuers (maxChainSignatureChecks), which certificates
+		// sharing a name multiply. NSM's chains never repeat a name.
 		for _, other := range chain[:k] {
-			if bytes.Equal(c.RawSubject, other.RawSubject) && bytes.Equal(c.RawSubjectPublicKeyInfo, other.RawSubjectPublicKeyInfo) {
+			if bytes.Equal(c.RawSubject, other.RawSubject) {
 				return false
 			}
 		}
@@ -330,11 +337,21 @@ func plain(c *x509.Certificate) bool {
 	return len(c.UnhandledCriticalExtensions) == 0 && !hasNameConstraints(c) && !requiresExplicitPolicy(c) && len(c.PolicyMappings) == 0
 }
 
+// oidNameConstraints is the nameConstraints extension (RFC 5280 section
+// 4.2.1.10).
+var oidNameConstraints = asn1.ObjectIdentifier{2, 5, 29, 30}
+
+// hasNameConstraints reports whether c carries the nameConstraints
+// extension at all, parsed or not: crypto/x509 checks the names below any
+// certificate that has it (checkChainConstraints), also for forms it does
+// not parse into Certificate's fields (a directoryName subtree, say).
 func hasNameConstraints(c *x509.Certificate) bool {
-	return c.PermittedDNSDomainsCritical || len(c.PermittedDNSDomains) > 0 || len(c.ExcludedDNSDomains) > 0 ||
-		len(c.PermittedIPRanges) > 0 || len(c.ExcludedIPRanges) > 0 ||
-		len(c.PermittedEmailAddresses) > 0 || len(c.ExcludedEmailAddresses) > 0 ||
-		len(c.PermittedURIDomains) > 0 || len(c.ExcludedURIDomains) > 0
+	for _, e := range c.Extensions {
+		if e.Id.Equal(oidNameConstraints) {
+			return true
+		}
+	}
+	return false
 }
 
 func requiresExplicitPolicy(c *x509.Certificate) bool {
