@@ -29,6 +29,15 @@ type simFixture struct {
 
 func newSimFixture(t testing.TB) *simFixture {
 	t.Helper()
+	return newSimFixtureAt(t, time.Now())
+}
+
+// newSimFixtureAt is newSimFixture with the simulator's clock at now: two
+// fixtures whose documents are verified at one time must share it, or a
+// second boundary between their creations leaves the later leaf not yet
+// valid at the earlier time.
+func newSimFixtureAt(t testing.TB, now time.Time) *simFixture {
+	t.Helper()
 	ca, err := nsmsim.NewCA()
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +46,7 @@ func newSimFixture(t testing.TB) *simFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &simFixture{ca: ca, leafKey: leafKey, now: time.Now()}
+	f := &simFixture{ca: ca, leafKey: leafKey, now: now}
 	f.sim, err = nsmsim.New(ca, nsmsim.Options{
 		Now:        func() time.Time { return f.now },
 		NewLeafKey: func() (*ecdsa.PrivateKey, error) { return leafKey, nil },

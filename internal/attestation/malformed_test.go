@@ -47,7 +47,8 @@ func TestTampered(t *testing.T) {
 	es384 := []byte(enc(t, map[int]int{1: -35})) // []byte: encoded as the bstr it must be
 
 	// Another simulator CA: its leaf verifies against its own root only.
-	other := newSimFixture(t)
+	// Same clock as f: the documents below are verified at f.now.
+	other := newSimFixtureAt(t, f.now)
 
 	// A leaf with a P-256 key under a throwaway P-384 root.
 	p256Doc := func() []byte {
