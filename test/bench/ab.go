@@ -137,22 +137,11 @@ func ab(ctx context.Context, w *world, aBin, bBin string, aEnv, bEnv []string, r
 			order = []*side{sides[1], sides[0]}
 		}
 		for _, s := range order {
-			c0, err := cpuTime(s.d.pid())
+			cpu, n, err := w.cpuDuring(ctx, s.d.proc, clients, requests, s.caller)
 			if err != nil {
-				return err
+				return fmt.Errorf("round %d of %s: %w", round+1, s.name, err)
 			}
-			r := closedLoop(ctx, clients, requests, 0, s.caller)
-			c1, err := cpuTime(s.d.pid())
-			if err != nil {
-				return err
-			}
-			if r.errors > 0 {
-				return w.failed(s.d.proc, fmt.Errorf("round %d of %s: %d of %d Decrypts failed%s", round+1, s.name, r.errors, r.n, firstError(r)))
-			}
-			if r.n == 0 {
-				return fmt.Errorf("round %d of %s: no Decrypt completed (%v)", round+1, s.name, ctx.Err())
-			}
-			s.cpu = append(s.cpu, (c1-c0)/time.Duration(r.n))
+			s.cpu = append(s.cpu, cpu/time.Duration(n))
 			lat := closedLoop(ctx, 1, samples, 0, func(int) caller { return s.serial })
 			if lat.errors > 0 || lat.n < samples {
 				return w.failed(s.d.proc, fmt.Errorf("round %d of %s at concurrency 1: %d of %d Decrypts done, %d failed%s", round+1, s.name, lat.n, samples, lat.errors, firstError(lat)))

@@ -281,21 +281,13 @@ func bench(ctx context.Context, w *world, c benchConfig) (*table, error) {
 			order[0], order[1] = order[1], order[0]
 		}
 		for _, sd := range order {
-			c0, err := cpuTime(sd.p.pid())
+			cpu, done, err := w.cpuDuring(ctx, sd.p, cpuConcurrency, n, sd.call)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("CPU row: %w", err)
 			}
-			r := closedLoop(ctx, cpuConcurrency, n, 0, sd.call)
-			c1, err := cpuTime(sd.p.pid())
-			if err != nil {
-				return nil, err
-			}
-			if r.errors > 0 || r.n == 0 {
-				return nil, w.failed(sd.p, fmt.Errorf("CPU row, %s: %s", sd.p.name, r.errorText()))
-			}
-			sd.cpu += c1 - c0
-			sd.n += r.n
-			sd.rounds = append(sd.rounds, (c1-c0)/time.Duration(r.n))
+			sd.cpu += cpu
+			sd.n += done
+			sd.rounds = append(sd.rounds, cpu/time.Duration(done))
 		}
 	}
 	cpuRSAAfter, err := nearRSA()

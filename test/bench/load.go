@@ -162,6 +162,28 @@ func (r *result) errorText() string {
 	return fmt.Sprintf("%d (first: %v)", r.errors, r.firstErr)
 }
 
+// cpuDuring sends n requests from clients concurrent callers made by
+// newCaller and returns the CPU time p used meanwhile and how many requests
+// completed. A failed request, or none completing, is an error with p's log.
+func (w *world) cpuDuring(ctx context.Context, p *proc, clients, n int, newCaller func(worker int) caller) (time.Duration, int, error) {
+	c0, err := cpuTime(p.pid())
+	if err != nil {
+		return 0, 0, err
+	}
+	r := closedLoop(ctx, clients, n, 0, newCaller)
+	c1, err := cpuTime(p.pid())
+	if err != nil {
+		return 0, 0, err
+	}
+	if r.errors > 0 {
+		return 0, 0, w.failed(p, fmt.Errorf("%d of %d Decrypts failed%s", r.errors, r.n, firstError(r)))
+	}
+	if r.n == 0 {
+		return 0, 0, w.failed(p, fmt.Errorf("no Decrypt completed (%v)", ctx.Err()))
+	}
+	return c1 - c0, r.n, nil
+}
+
 // closedLoop runs workers that each send a request as soon as their last
 // one is answered, until total requests have been sent (total > 0) or
 // until d has passed (d > 0). A request under way at the end is let finish
