@@ -127,9 +127,9 @@ func run(args []string) error {
 		}{out.KeyId, plaintext, out.EncryptionAlgorithm})
 	})
 
-	a, err := transport.Parse(*listen)
-	if err != nil || a.Network == transport.VSOCK {
-		return fmt.Errorf("--listen-parent %q: a unix:// or tcp:// address, not vsock (%v)", *listen, err)
+	a, err := standin.Addr(*listen)
+	if err != nil {
+		return fmt.Errorf("--listen-parent: %w", err)
 	}
 	ln, err := transport.Listen(a)
 	if err != nil {

@@ -92,6 +92,19 @@ type KMSConfig struct {
 	AccessKey, SecretKey, Token string
 }
 
+// Addr parses s in kmsproxy's address syntax and refuses vsock: the
+// stand-ins run on machines where vsock leads outside.
+func Addr(s string) (transport.Addr, error) {
+	a, err := transport.Parse(s)
+	if err != nil {
+		return transport.Addr{}, err
+	}
+	if a.Network == transport.VSOCK {
+		return transport.Addr{}, fmt.Errorf("%q: vsock is not for benchmarks on this machine; use unix:// or tcp://", s)
+	}
+	return a, nil
+}
+
 // NewKMS returns an aws-sdk-go-v2 KMS client for cfg: TLS to the
 // endpoint's name, each connection to cfg.Dial, and the request bodies
 // buffered as kmsproxyd's upstream does (internal/sdkhttp), so that
@@ -115,12 +128,9 @@ func NewKMS(cfg KMSConfig) (*kms.Client, error) {
 	}
 	dial := (&net.Dialer{Timeout: dialTimeout}).DialContext
 	if cfg.Dial != "" {
-		a, err := transport.Parse(cfg.Dial)
+		a, err := Addr(cfg.Dial)
 		if err != nil {
 			return nil, err
-		}
-		if a.Network == transport.VSOCK {
-			return nil, errors.New("vsock is not for benchmarks on this machine; use unix:// or tcp://")
 		}
 		dial = transport.DialFunc(a)
 	}
