@@ -16,22 +16,11 @@ import (
 // although crypto/x509's Verify (as verifyChainX509 calls it) refuses
 // them, against its contract "it only ever proves".
 
-// withDER fills the DER fields chainKey hashes, so that cache keys are
-// those of a parsed document.
-func withDER(doc *Document) *Document {
-	doc.Certificate = doc.leaf.Raw
-	doc.CABundle = make([][]byte, len(doc.bundle))
-	for i, c := range doc.bundle {
-		doc.CABundle[i] = c.Raw
-	}
-	return doc
-}
-
 // TestLinksVerifyUnparsedNameConstraints: crypto/x509's
 // checkChainConstraints starts from the presence of the nameConstraints
-// extension (Certificate.hasNameConstraints: oidInExtensions), while
-// verify.go's hasNameConstraints looks at the parsed Permitted*/Excluded*
-// fields. A non-critical nameConstraints extension holding only a
+// extension (Certificate.hasNameConstraints: oidInExtensions), while the
+// first version of verify.go's hasNameConstraints looked at the parsed
+// Permitted*/Excluded* fields. A non-critical nameConstraints extension holding only a
 // directoryName subtree (a form crypto/x509 does not parse: no field is
 // set, and not being critical it is not in UnhandledCriticalExtensions)
 // made the chain "plain" for linksVerify, but crypto/x509 still checks
@@ -49,8 +38,7 @@ func TestLinksVerifyUnparsedNameConstraints(t *testing.T) {
 	c.tmpl[1].ExtraExtensions = []pkix.Extension{directoryNameOnly}
 	c.tmpl[3].URIs = []*url.URL{urn}
 	doc, roots := c.build(t)
-	withDER(doc)
-	if !hasNameConstraintsExtension(doc.bundle[1]) {
+	if !hasNameConstraints(doc.bundle[1]) {
 		t.Fatal("the regional certificate lost its nameConstraints extension")
 	}
 	at := time.Now()
@@ -66,18 +54,6 @@ func TestLinksVerifyUnparsedNameConstraints(t *testing.T) {
 	if err := verifyChain(doc, roots, at); err == nil {
 		t.Errorf("verifyChain accepts a chain crypto/x509 refuses: %v", x509Err)
 	}
-}
-
-// hasNameConstraintsExtension is crypto/x509's own test (x509.go,
-// Certificate.hasNameConstraints: the extension's presence), for the
-// assertion above.
-func hasNameConstraintsExtension(c *x509.Certificate) bool {
-	for _, e := range c.Extensions {
-		if e.Id.Equal([]int{2, 5, 29, 30}) {
-			return true
-		}
-	}
-	return false
 }
 
 // TestLinksVerifySharedSubjects: crypto/x509's buildChains gives up after
@@ -141,7 +117,6 @@ func TestLinksVerifySharedSubjects(t *testing.T) {
 // leaf directly, so this was a contract mismatch, not a way in.)
 func TestVerifyChainLeafInRoots(t *testing.T) {
 	doc, roots := newTestChain(t).build(t)
-	withDER(doc)
 	at := time.Now()
 	chains.reset()
 	t.Cleanup(chains.reset)

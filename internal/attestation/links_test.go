@@ -54,8 +54,8 @@ func testKey(t *testing.T, curve elliptic.Curve) *ecdsa.PrivateKey {
 	return k
 }
 
-// build signs the chain and returns the document's certificates and a
-// pool holding its root.
+// build signs the chain and returns the document's certificates (parsed
+// and DER) and a pool holding its root.
 func (c *testChain) build(t *testing.T) (*Document, *x509.CertPool) {
 	t.Helper()
 	certs := make([]*x509.Certificate, 4)
@@ -77,7 +77,18 @@ func (c *testChain) build(t *testing.T) (*Document, *x509.CertPool) {
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(certs[0])
-	return &Document{leaf: certs[3], bundle: certs[:3]}, roots
+	return withDER(&Document{leaf: certs[3], bundle: certs[:3]}), roots
+}
+
+// withDER fills the DER fields chainKey hashes, so that cache keys are
+// those of a parsed document.
+func withDER(doc *Document) *Document {
+	doc.Certificate = doc.leaf.Raw
+	doc.CABundle = make([][]byte, len(doc.bundle))
+	for i, c := range doc.bundle {
+		doc.CABundle[i] = c.Raw
+	}
+	return doc
 }
 
 // TestLinksVerifyProvesOnlyWhatX509Proves builds chains that differ from
