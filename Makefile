@@ -6,9 +6,13 @@ BIN       ?= bin
 FUZZTIME  ?= 10s
 PKGS      := ./...
 
-.PHONY: all build test lint fuzz bench demo soak reproducible eif run-enclave policy clean
+.PHONY: all help build test lint no-binaries fuzz bench demo soak reproducible eif run-enclave policy clean
 
 all: build
+
+## help: this list
+help:
+	@sed -n 's/^## \([a-z-]*\): /\1\t/p' $(MAKEFILE_LIST) | expand -t 16
 
 ## build: the three binaries into ./bin (kmsproxyd without the simulator)
 build:
@@ -21,11 +25,21 @@ test:
 	$(GO) vet -tags nsmsim ./cmd/kmsproxyd
 	$(GO) test -race -count=1 -timeout 30m $(PKGS)
 
-## lint: gofmt, go vet, staticcheck
-lint:
+## lint: gofmt, go vet, staticcheck, and no build output in git
+lint: no-binaries
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt wants to rewrite:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 $(PKGS)
+
+# no-binaries fails when git tracks an executable or object file (ELF,
+# Mach-O, PE) or any file over 1 MiB: build output belongs in bin/ or build/,
+# which .gitignore keeps out.
+no-binaries:
+	@bad=$$(git ls-files -z | xargs -0 -n64 sh -c 'for f; do [ -f "$$f" ] || continue; \
+	  m=$$(head -c 4 "$$f" | od -An -tx1 | tr -d " \n"); \
+	  case "$$m" in 7f454c46|cffaedfe|cefaedfe|feedface|feedfacf|4d5a*) echo "$$f (executable or object file)"; continue;; esac; \
+	  [ $$(wc -c < "$$f") -le 1048576 ] || echo "$$f (over 1 MiB)"; done' sh); \
+	if [ -n "$$bad" ]; then echo "git tracks build output; git rm --cached it:"; echo "$$bad"; exit 1; fi
 
 ## fuzz: each fuzz target for FUZZTIME
 fuzz:
