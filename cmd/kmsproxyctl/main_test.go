@@ -25,7 +25,6 @@ import (
 	"github.com/enclavekit/kmsproxy/internal/devkms"
 	"github.com/enclavekit/kmsproxy/internal/devkms/devkmstest"
 	"github.com/enclavekit/kmsproxy/internal/enclavetest"
-	"github.com/enclavekit/kmsproxy/internal/fixtures"
 	"github.com/enclavekit/kmsproxy/internal/policy"
 )
 
@@ -50,14 +49,14 @@ var requireTools = os.Getenv("KMSPROXY_REQUIRE_TOOLS") == "1"
 type tbKey struct{}
 
 func TestScripts(t *testing.T) {
-	testdata := sharedTestdata(t)
+	realData := realTestdata(t)
 	testscript.Run(t, testscript.Params{
 		Dir:                 filepath.Join("testdata", "script"),
 		RequireExplicitExec: true,
 		Setup: func(env *testscript.Env) error {
 			env.Values[tbKey{}] = env.T().(testing.TB)
-			if testdata != "" {
-				env.Setenv("TESTDATA", testdata)
+			for k, v := range realData {
+				env.Setenv(k, v)
 			}
 			// Keep the AWS SDK and CLI away from this machine's
 			// configuration and from IMDS.
@@ -72,8 +71,6 @@ func TestScripts(t *testing.T) {
 		},
 		Condition: func(cond string) (bool, error) {
 			switch {
-			case cond == "testdata":
-				return testdata != "", nil
 			case strings.HasPrefix(cond, "tool:"):
 				name := strings.TrimPrefix(cond, "tool:")
 				path := ""
@@ -106,19 +103,27 @@ func TestScripts(t *testing.T) {
 	})
 }
 
-// sharedTestdata returns ../shared/testdata, or "" when it is absent (the
-// scripts that need it then skip with a message). A KMSPROXY_TESTDATA naming
-// a missing folder fails the test.
-func sharedTestdata(t *testing.T) string {
-	dir, err := fixtures.Lookup()
-	var absent *fixtures.AbsentError
-	switch {
-	case errors.As(err, &absent):
-		t.Log(err)
-	case err != nil:
-		t.Fatal(err)
+// realTestdata returns the environment variables that point the scripts at
+// the real KMS and NSM output the library packages keep in their testdata
+// (each folder's PROVENANCE.md says where it comes from).
+func realTestdata(t *testing.T) map[string]string {
+	vars := map[string]string{
+		"NSM_DOCS":   "../../internal/attestation/testdata/real",
+		"NITRO_ROOT": "../../internal/attestation/aws_nitro_enclaves_root_g1.pem",
+		"CMS_REAL":   "../../internal/cms/testdata/real",
+		"AWS_DOCS":   "../../internal/keypolicy/testdata/aws-docs",
 	}
-	return dir
+	for k, rel := range vars {
+		abs, err := filepath.Abs(filepath.FromSlash(rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(abs); err != nil {
+			t.Fatalf("real test data missing: %v", err)
+		}
+		vars[k] = abs
+	}
+	return vars
 }
 
 // awsCLI returns the AWS CLI to test against: Debian's /usr/bin/aws (which

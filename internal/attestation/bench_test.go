@@ -4,8 +4,6 @@ import (
 	"crypto/x509"
 	"os"
 	"testing"
-
-	"github.com/enclavekit/kmsproxy/internal/fixtures"
 )
 
 // Benchmarks live in the internal test package so the cold variants can
@@ -33,8 +31,12 @@ func benchDocs(b *testing.B) []benchDoc {
 	if !simRoots.AppendCertsFromPEM(rootPEM) {
 		b.Fatal("no root in testdata/vectors/root.pem")
 	}
+	real, err := os.ReadFile("testdata/real/marlin-2024.cbor")
+	if err != nil {
+		b.Fatal(err)
+	}
 	return []benchDoc{
-		{name: "real", raw: fixtures.Read(b, "attestation/real/marlin-2024.cbor"), roots: NitroRoots()},
+		{name: "real", raw: real, roots: NitroRoots()},
 		{name: "simulator", raw: sim, roots: simRoots},
 	}
 }

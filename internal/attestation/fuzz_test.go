@@ -2,13 +2,11 @@ package attestation_test
 
 import (
 	"crypto/x509"
-	"errors"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/enclavekit/kmsproxy/internal/attestation"
-	"github.com/enclavekit/kmsproxy/internal/fixtures"
 )
 
 // FuzzParse feeds Parse (and, when it succeeds, Verify and ChainSubjects)
@@ -32,18 +30,8 @@ func FuzzParse(f *testing.F) {
 		}
 	}
 	addAll(filepath.Join(vectorDir, "*.cbor"))
-	// The target must still run on the committed vectors alone when the
-	// shared folder is absent; KMSPROXY_TESTDATA naming a missing folder
-	// stays fatal.
-	var absent *fixtures.AbsentError
-	switch dir, err := fixtures.Lookup(); {
-	case err == nil:
-		addAll(filepath.Join(dir, "attestation", "real", "*.cbor"))
-	case errors.As(err, &absent):
-		f.Logf("not seeding from real documents: %v", err)
-	default:
-		f.Fatal(err)
-	}
+	addAll(filepath.Join("testdata", "real", "*.cbor"))
+	addAll(filepath.Join("testdata", "nitrotpm", "*.cbor"))
 	if seeds == 0 {
 		f.Fatal("FuzzParse has no seeds: testdata/vectors is empty")
 	}

@@ -6,6 +6,8 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -160,4 +162,14 @@ func checkTyped(t testing.TB, err, want error) {
 	if want != nil && !errors.Is(err, want) {
 		t.Errorf("got %v, want %v", err, want)
 	}
+}
+
+// readTestdata reads a file under testdata, e.g. "real/marlin-2024.cbor".
+func readTestdata(t testing.TB, rel string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", filepath.FromSlash(rel)))
+	if err != nil {
+		t.Fatalf("failed to read test data: %v", err)
+	}
+	return b
 }

@@ -11,8 +11,6 @@ import (
 	"os"
 	"testing"
 	"time"
-
-	"github.com/enclavekit/kmsproxy/internal/fixtures"
 )
 
 // testChain is root, two intermediates and a leaf, in NSM's shape
@@ -208,7 +206,11 @@ func TestLinksVerifyTakesRealChains(t *testing.T) {
 	}
 	docs := map[string][]byte{"simulator": sim}
 	for _, name := range []string{"marlin-2024", "veracruz-2022", "nitrite-2021-debug", "evervault-2023-debug"} {
-		docs[name] = fixtures.Read(t, "attestation/real/"+name+".cbor")
+		b, err := os.ReadFile("testdata/real/" + name + ".cbor")
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs[name] = b
 	}
 	for name, raw := range docs {
 		t.Run(name, func(t *testing.T) {

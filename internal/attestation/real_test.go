@@ -14,11 +14,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/enclavekit/kmsproxy/internal/attestation"
-	"github.com/enclavekit/kmsproxy/internal/fixtures"
 	"github.com/enclavekit/kmsproxy/internal/nsmsim"
 )
 
-// realExpected is one entry of ../shared/testdata/attestation/real/expected.json.
+// realExpected is one entry of testdata/real/expected.json.
 type realExpected struct {
 	CABundleLen  int    `json:"cabundle_len"`
 	Digest       string `json:"digest"`
@@ -62,10 +61,10 @@ func summarize(d *attestation.Document) realExpected {
 func realDocuments(t testing.TB) map[string]realExpected {
 	t.Helper()
 	var want map[string]realExpected
-	if err := json.Unmarshal(fixtures.Read(t, "attestation/real/expected.json"), &want); err != nil {
+	if err := json.Unmarshal(readTestdata(t, "real/expected.json"), &want); err != nil {
 		t.Fatalf("failed to decode expected.json: %v", err)
 	}
-	files, err := filepath.Glob(filepath.Join(fixtures.Path(t, "attestation/real"), "*.cbor"))
+	files, err := filepath.Glob(filepath.Join("testdata", "real", "*.cbor"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +95,7 @@ func TestRealDocuments(t *testing.T) {
 
 	for name, w := range want {
 		t.Run(name, func(t *testing.T) {
-			b := fixtures.Read(t, "attestation/real/"+name)
+			b := readTestdata(t, "real/"+name)
 			doc, err := attestation.Parse(b)
 			if err != nil {
 				t.Fatalf("Parse: %v", err)
@@ -161,7 +160,7 @@ func TestRealDocuments(t *testing.T) {
 }
 
 func TestRealBadSignature(t *testing.T) {
-	b := fixtures.Read(t, "attestation/real/veracruz-2022-bad-signature.cbor")
+	b := readTestdata(t, "real/veracruz-2022-bad-signature.cbor")
 	doc, err := attestation.Parse(b)
 	if err != nil {
 		t.Fatalf("Parse: %v", err)

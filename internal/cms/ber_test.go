@@ -4,13 +4,10 @@ import (
 	"bytes"
 	"encoding/asn1"
 	"encoding/hex"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/enclavekit/kmsproxy/internal/fixtures"
 )
 
 func mustHex(tb testing.TB, s string) []byte {
@@ -186,7 +183,7 @@ func TestOIDNode(t *testing.T) {
 
 // berSeeds returns the inputs FuzzBER, FuzzParse and FuzzDecrypt start from:
 // the committed vectors, fresh Encrypt output, hand-made BER shapes, and the
-// real envelopes in the shared testdata when that folder is present.
+// real envelopes under testdata/real.
 func berSeeds(f *testing.F) [][]byte {
 	f.Helper()
 	var seeds [][]byte
@@ -210,21 +207,9 @@ func berSeeds(f *testing.F) [][]byte {
 		mustHex(f, "04 81 80"+strings.Repeat("00", 128)),
 		nestedIndefinite(MaxDepth),
 	)
-	var absent *fixtures.AbsentError
-	switch dir, err := fixtures.Lookup(); {
-	case err == nil:
-		for _, rel := range []string{edgebitEnvelope, opensslDER, opensslIndef, rustcrypto4,
-			"cms/kms-parse-only/csdk-1.ber", "cms/kms-parse-only/csdk-2.ber", "cms/kms-parse-only/rustcrypto-1.ber"} {
-			b, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(rel)))
-			if err != nil {
-				f.Fatal(err)
-			}
-			seeds = append(seeds, b)
-		}
-	case errors.As(err, &absent):
-		f.Logf("not seeding from real envelopes: %v", err)
-	default:
-		f.Fatal(err)
+	for _, rel := range []string{edgebitEnvelope, opensslDER, opensslIndef, rustcrypto4,
+		"aws-nitro-enclaves-sdk-c/csdk-1.ber", "aws-nitro-enclaves-sdk-c/csdk-2.ber", "rustcrypto/rustcrypto-1.ber"} {
+		seeds = append(seeds, realFile(f, rel))
 	}
 	if len(vectors) == 0 || len(seeds) == 0 {
 		f.Fatal("empty seed corpus: testdata/vectors holds no .ber files")

@@ -160,14 +160,14 @@ func TestEncryptMatchesKMSLayout(t *testing.T) {
 		plaintext int
 	}{
 		{"edgebit 32-byte data key", edgebitEnvelope, 32},
-		{"csdk-1 48-byte ciphertext", "cms/kms-parse-only/csdk-1.ber", 40},
-		{"rustcrypto-1 16-byte ciphertext", "cms/kms-parse-only/rustcrypto-1.ber", 0},
+		{"csdk-1 48-byte ciphertext", "aws-nitro-enclaves-sdk-c/csdk-1.ber", 40},
+		{"rustcrypto-1 16-byte ciphertext", "rustcrypto/rustcrypto-1.ber", 0},
 		{"rustcrypto-4 4096-byte plaintext in 1000-byte chunks", rustcrypto4, 4096},
 	}
 	key := testKey(t, 2048)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			real := sharedFile(t, tt.file)
+			real := realFile(t, tt.file)
 			ours := mustEncrypt(t, &key.PublicKey, make([]byte, tt.plaintext))
 			if len(ours) != len(real) {
 				t.Errorf("Encrypt wrote %d bytes, KMS %d", len(ours), len(real))
@@ -395,12 +395,12 @@ func TestDecryptWithKeys(t *testing.T) {
 	if _, err := DecryptWithKeys(envCurrent[:100], current); !isKind(err, ErrTruncated) {
 		t.Errorf("truncated: error %v, want ErrTruncated", err)
 	}
-	openssl := sharedFile(t, opensslIndef)
-	osslKey, err := NewKey(readKey(t, sharedFile(t, opensslKey)))
+	openssl := realFile(t, opensslIndef)
+	osslKey, err := NewKey(readKey(t, realFile(t, opensslKey)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := DecryptWithKeys(openssl, other, osslKey); err != nil || !bytes.Equal(got, sharedFile(t, opensslPlain)) {
+	if got, err := DecryptWithKeys(openssl, other, osslKey); err != nil || !bytes.Equal(got, realFile(t, opensslPlain)) {
 		t.Errorf("OpenSSL envelope: %x, %v", got, err)
 	}
 }

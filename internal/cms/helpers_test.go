@@ -14,21 +14,20 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
-
-	"github.com/enclavekit/kmsproxy/internal/fixtures"
 )
 
-// Shared testdata files (../shared/testdata/cms), located with fixtures.
+// Real envelopes and the keys they open with, under testdata/real (each
+// folder's PROVENANCE.md says where they come from).
 const (
-	edgebitEnvelope  = "cms/kms-real/edgebit/ciphertext_for_recipient.ber"
-	edgebitKey       = "cms/kms-real/edgebit/rsa_private_key.pem"
-	edgebitPlaintext = "cms/kms-real/edgebit/expected_plaintext.bin"
-	opensslDER       = "cms/openssl/env_der.cms"
-	opensslIndef     = "cms/openssl/env_indef.cms"
-	opensslKey       = "cms/openssl/key.pem"
-	opensslCert      = "cms/openssl/cert.pem"
-	opensslPlain     = "cms/openssl/plain.bin"
-	rustcrypto4      = "cms/kms-parse-only/rustcrypto-4.ber"
+	edgebitEnvelope  = "edgebit/ciphertext_for_recipient.ber"
+	edgebitKey       = "edgebit/rsa_private_key.pem"
+	edgebitPlaintext = "edgebit/expected_plaintext.bin"
+	opensslDER       = "openssl/env_der.cms"
+	opensslIndef     = "openssl/env_indef.cms"
+	opensslKey       = "openssl/key.pem"
+	opensslCert      = "openssl/cert.pem"
+	opensslPlain     = "openssl/plain.bin"
+	rustcrypto4      = "rustcrypto/rustcrypto-4.ber"
 )
 
 // Paths into the element tree of a KMS envelope (see kmsEnvelope), as child
@@ -205,11 +204,17 @@ var sentinels = []error{
 	ErrMalformed, ErrUnsupported, ErrNoMatchingKey, ErrKeyDecrypt, ErrBadPadding,
 }
 
-// sharedFile reads a file of the shared testdata; the test is skipped when
-// the folder is absent (see package fixtures).
-func sharedFile(tb testing.TB, rel string) []byte {
+// realDir holds the real envelopes, one folder per source.
+const realDir = "testdata/real"
+
+// realFile reads a file under realDir, e.g. realFile(tb, edgebitEnvelope).
+func realFile(tb testing.TB, rel string) []byte {
 	tb.Helper()
-	return fixtures.Read(tb, rel)
+	b, err := os.ReadFile(filepath.Join(realDir, filepath.FromSlash(rel)))
+	if err != nil {
+		tb.Fatalf("failed to read real test data: %v", err)
+	}
+	return b
 }
 
 // isKind reports whether err is a cms *Error of the given kind.

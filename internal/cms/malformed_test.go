@@ -345,11 +345,11 @@ func TestTruncation(t *testing.T) {
 	t.Run("committed vectors", func(t *testing.T) { checkTruncations(t, inputs, key) })
 	t.Run("real envelopes", func(t *testing.T) {
 		checkTruncations(t, map[string][]byte{
-			"kms-real/edgebit":            sharedFile(t, edgebitEnvelope),
-			"kms-parse-only/rustcrypto-4": sharedFile(t, rustcrypto4),
-			"kms-parse-only/csdk-2":       sharedFile(t, "cms/kms-parse-only/csdk-2.ber"),
-			"openssl/env_der":             sharedFile(t, opensslDER),
-			"openssl/env_indef":           sharedFile(t, opensslIndef),
+			"kms-real/edgebit":  realFile(t, edgebitEnvelope),
+			"rustcrypto-4":      realFile(t, rustcrypto4),
+			"csdk-2":            realFile(t, "aws-nitro-enclaves-sdk-c/csdk-2.ber"),
+			"openssl/env_der":   realFile(t, opensslDER),
+			"openssl/env_indef": realFile(t, opensslIndef),
 		}, key)
 	})
 }

@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/enclavekit/kmsproxy/internal/fixtures"
 )
 
 // opensslPath returns the openssl binary, skipping the test when it is absent
@@ -91,8 +89,8 @@ func TestOpenSSLDecryptsEncrypt(t *testing.T) {
 // AES-128, PKCS #1 v1.5 key transport).
 func TestOpenSSLEnvelopeShapes(t *testing.T) {
 	opensslPath(t)
-	cert := fixtures.Path(t, opensslCert)
-	key := readKey(t, sharedFile(t, opensslKey))
+	cert := filepath.Join(realDir, filepath.FromSlash(opensslCert))
+	key := readKey(t, realFile(t, opensslKey))
 	plaintext := []byte("a secret from openssl")
 	oaep256 := []string{"-keyopt", "rsa_padding_mode:oaep", "-keyopt", "rsa_oaep_md:sha256"}
 

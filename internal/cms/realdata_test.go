@@ -10,16 +10,15 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/enclavekit/kmsproxy/internal/fixtures"
 	"github.com/google/go-cmp/cmp"
 )
 
 // TestRealKMSEnvelope decrypts the envelope real AWS KMS returned
 // (kms-real/edgebit) with the key it was made for.
 func TestRealKMSEnvelope(t *testing.T) {
-	env := sharedFile(t, edgebitEnvelope)
-	key := readKey(t, sharedFile(t, edgebitKey))
-	want := sharedFile(t, edgebitPlaintext)
+	env := realFile(t, edgebitEnvelope)
+	key := readKey(t, realFile(t, edgebitKey))
+	want := realFile(t, edgebitPlaintext)
 
 	got, err := Decrypt(env, key)
 	if err != nil {
@@ -76,9 +75,9 @@ func TestRealKMSEnvelope(t *testing.T) {
 // (a 20-byte SHA-1 subjectKeyIdentifier, so Decrypt tries each key) with and
 // without -stream.
 func TestOpenSSLEnvelopes(t *testing.T) {
-	key := readKey(t, sharedFile(t, opensslKey))
-	want := sharedFile(t, opensslPlain)
-	certPEM := sharedFile(t, opensslCert)
+	key := readKey(t, realFile(t, opensslKey))
+	want := realFile(t, opensslPlain)
+	certPEM := realFile(t, opensslCert)
 	cert, err := x509.ParseCertificate(pemBlock(t, certPEM))
 	if err != nil {
 		t.Fatalf("failed to parse certificate: %v", err)
@@ -95,7 +94,7 @@ func TestOpenSSLEnvelopes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			env := sharedFile(t, tt.file)
+			env := realFile(t, tt.file)
 			// The other key comes first: the try-each path must move on.
 			got, err := Decrypt(env, mustOtherKey(t), key)
 			if err != nil {
@@ -159,7 +158,7 @@ func TestKMSParseOnly(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			env := sharedFile(t, "cms/kms-parse-only/"+tt.name+".ber")
+			env := realFile(t, realSource(tt.name)+"/"+tt.name+".ber")
 			e, err := Parse(env)
 			if err != nil {
 				t.Fatalf("Parse: %v", err)
@@ -189,7 +188,7 @@ func TestKMSParseOnly(t *testing.T) {
 				{".iv.bin", e.IV},
 				{".ciphertext.bin", e.EncryptedContent},
 			} {
-				want := sharedFile(t, "cms/kms-parse-only/"+fields+f.suffix)
+				want := realFile(t, realSource(fields)+"/"+fields+f.suffix)
 				if !bytes.Equal(f.got, want) {
 					t.Errorf("%s: got %x, want %x", f.suffix, f.got, want)
 				}
@@ -198,28 +197,37 @@ func TestKMSParseOnly(t *testing.T) {
 	}
 }
 
-// TestEverySharedFileCovered fails when the shared cms folder gains a file
+// realSource is the folder of testdata/real that holds the envelope
+// named name (csdk-N or rustcrypto-N).
+func realSource(name string) string {
+	if strings.HasPrefix(name, "csdk-") {
+		return "aws-nitro-enclaves-sdk-c"
+	}
+	return "rustcrypto"
+}
+
+// TestEveryRealFileCovered fails when testdata/real gains a file
 // that no test above reads, so new real-world samples are not silently
 // ignored.
-func TestEverySharedFileCovered(t *testing.T) {
-	dir := fixtures.Path(t, "cms")
+func TestEveryRealFileCovered(t *testing.T) {
+	dir := realDir
 	covered := map[string]bool{
 		edgebitEnvelope: true, edgebitKey: true, edgebitPlaintext: true,
 		opensslDER: true, opensslIndef: true, opensslKey: true, opensslCert: true, opensslPlain: true,
 	}
 	for _, n := range []string{"csdk-1", "csdk-2"} {
 		for _, s := range []string{".ber", ".encrypted_key.bin", ".iv.bin", ".ciphertext.bin"} {
-			covered["cms/kms-parse-only/"+n+s] = true
+			covered["aws-nitro-enclaves-sdk-c/"+n+s] = true
 		}
 	}
 	for _, n := range []string{"rustcrypto-1", "rustcrypto-2", "rustcrypto-3", "rustcrypto-4"} {
-		covered["cms/kms-parse-only/"+n+".ber"] = true
+		covered["rustcrypto/"+n+".ber"] = true
 	}
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
+		if err != nil || d.IsDir() || d.Name() == "PROVENANCE.md" {
 			return err
 		}
-		rel, err := filepath.Rel(filepath.Dir(dir), p)
+		rel, err := filepath.Rel(dir, p)
 		if err != nil {
 			return err
 		}
@@ -236,7 +244,7 @@ func TestEverySharedFileCovered(t *testing.T) {
 // TestInspectOutput checks the JSON and text forms `kmsproxyctl cms inspect`
 // prints, on the real KMS envelope.
 func TestInspectOutput(t *testing.T) {
-	env := sharedFile(t, rustcrypto4)
+	env := realFile(t, rustcrypto4)
 	e, err := Parse(env)
 	if err != nil {
 		t.Fatalf("Parse: %v", err)

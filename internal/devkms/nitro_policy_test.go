@@ -23,7 +23,6 @@ import (
 	"github.com/enclavekit/kmsproxy/internal/cms"
 	"github.com/enclavekit/kmsproxy/internal/devkms"
 	"github.com/enclavekit/kmsproxy/internal/devkms/devkmstest"
-	"github.com/enclavekit/kmsproxy/internal/fixtures"
 )
 
 // examplePolicy returns the key policy from AWS's Nitro Enclaves
@@ -33,7 +32,10 @@ import (
 // lower-case hex in the request context.
 func examplePolicy(t testing.TB, pcrs map[int][]byte) string {
 	t.Helper()
-	raw := fixtures.Read(t, "kms/nitro-enclaves-example-key-policy.json")
+	raw, err := os.ReadFile(filepath.Join("..", "keypolicy", "testdata", "aws-docs", "nitro-enclaves-example-key-policy.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	var doc map[string]any
 	if err := json.Unmarshal(raw, &doc); err != nil {
 		t.Fatalf("example policy: %v", err)

@@ -1,9 +1,8 @@
 package keypolicy
 
 import (
+	"os"
 	"testing"
-
-	"github.com/enclavekit/kmsproxy/internal/fixtures"
 )
 
 // BenchmarkEvaluate measures one authorisation of devkms's hot path: an
@@ -44,7 +43,10 @@ func BenchmarkEvaluateDenied(b *testing.B) {
 // BenchmarkParse measures parsing AWS's Nitro Enclaves example policy, the
 // work devkms does on PutKeyPolicy and when it loads its state.
 func BenchmarkParse(b *testing.B) {
-	doc := fixtures.Read(b, "kms/nitro-enclaves-example-key-policy.json")
+	doc, err := os.ReadFile(nitroExamplePath)
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.SetBytes(int64(len(doc)))
 	b.ReportAllocs()
 	for b.Loop() {

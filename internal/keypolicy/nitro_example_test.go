@@ -5,11 +5,14 @@ import (
 	"crypto/sha512"
 	"encoding/hex"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
-
-	"github.com/enclavekit/kmsproxy/internal/fixtures"
 )
+
+// nitroExamplePath is the example key policy of AWS's Nitro Enclaves
+// documentation (testdata/aws-docs/PROVENANCE.md).
+const nitroExamplePath = "testdata/aws-docs/nitro-enclaves-example-key-policy.json"
 
 // nitroExample is the key policy from AWS's Nitro Enclaves documentation
 // with its EXAMPLE placeholders replaced by simulated measurements, and the
@@ -31,14 +34,17 @@ func simulatedPCR(n int) []byte {
 	return sum[:]
 }
 
-// loadNitroExample reads the example policy through internal/fixtures and
+// loadNitroExample reads the example policy (nitroExamplePath) and
 // substitutes measurements for its placeholders: ImageSha384 and PCR0 get
 // PCR0, PCRn gets PCRn. Even PCRs are written in UPPERCASE hex, odd ones in
 // lowercase, so StringEqualsIgnoreCase has real work to do against the
 // lowercase hex of the request context.
 func loadNitroExample(t testing.TB) nitroExample {
 	t.Helper()
-	doc := fixtures.Read(t, "kms/nitro-enclaves-example-key-policy.json")
+	doc, err := os.ReadFile(nitroExamplePath)
+	if err != nil {
+		t.Fatal(err)
+	}
 	raw, err := Parse(doc)
 	if err != nil {
 		t.Fatalf("Parse of the AWS example policy: %v", err)

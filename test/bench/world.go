@@ -26,7 +26,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 
 	"github.com/enclavekit/kmsproxy/internal/attestation"
-	"github.com/enclavekit/kmsproxy/internal/modroot"
 	"github.com/enclavekit/kmsproxy/internal/nsmsim"
 	"github.com/enclavekit/kmsproxy/internal/sdkhttp"
 	"github.com/enclavekit/kmsproxy/test/internal/harness"
@@ -121,7 +120,7 @@ func (w *world) exe(name string) string { return filepath.Join(w.bin, name) }
 // kmsproxyd set, that binary is used instead of building one (to compare
 // two builds).
 func (w *world) build(kmsproxyd string) error {
-	root, err := modroot.Find()
+	root, err := harness.RepoRoot()
 	if err != nil {
 		return err
 	}
@@ -191,7 +190,7 @@ func (w *world) setup() error {
 
 	// devkms listens on a unix socket, where kmsproxyd and the benchmark's
 	// direct calls dial it: a local stream socket, as the vsock to the
-	// parent's vsock-proxy is in an enclave (DESIGN.md: unix sockets stand
+	// parent's vsock-proxy is in an enclave (on test machines unix sockets stand
 	// in for vsock). The URL only names the endpoint, for TLS and SigV4.
 	// devkms logs only warnings: it stands in for KMS, and its own logging
 	// is not what the benchmark measures.

@@ -16,9 +16,6 @@ import (
 	"encoding/hex"
 	"flag"
 	"fmt"
-	"github.com/enclavekit/kmsproxy/internal/modroot"
-	"github.com/enclavekit/kmsproxy/internal/nsmsim"
-	"github.com/enclavekit/kmsproxy/test/internal/harness"
 	"io"
 	"net"
 	"net/http"
@@ -30,6 +27,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/enclavekit/kmsproxy/internal/nsmsim"
+	"github.com/enclavekit/kmsproxy/test/internal/harness"
 )
 
 const (
@@ -229,7 +229,7 @@ func (d *demo) say(s string) {
 }
 
 func (d *demo) build() error {
-	root, err := modroot.Find()
+	root, err := harness.RepoRoot()
 	if err != nil {
 		return err
 	}
@@ -322,7 +322,7 @@ func (d *demo) startKmsproxyd(name, measurements string, kmsPort int) (string, e
 		local = fmt.Sprintf("tcp://127.0.0.1:%d", p)
 		d.localAddr = local
 	}
-	root, err := modroot.Find()
+	root, err := harness.RepoRoot()
 	if err != nil {
 		return "", err
 	}

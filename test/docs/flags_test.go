@@ -3,7 +3,6 @@ package docs
 import (
 	"bufio"
 	"fmt"
-	"github.com/enclavekit/kmsproxy/internal/fixtures"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/enclavekit/kmsproxy/test/internal/harness"
 )
 
 // flagInfo is one flag as -h prints it.
@@ -38,7 +39,7 @@ func binaries(t testing.TB) string {
 			return
 		}
 		cmd := exec.Command("go", "build", "-o", binDir+string(filepath.Separator), "./cmd/kmsproxyd", "./cmd/kmsproxyctl", "./cmd/devkms")
-		cmd.Dir = fixtures.ModuleRoot(t)
+		cmd.Dir = harness.RepoRootT(t)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
@@ -222,7 +223,7 @@ func parseReference(text string) (map[scope][]docFlag, []string) {
 // for: every flag documented, no flag invented, defaults and environment
 // variables right.
 func TestConfigurationReferenceMatchesFlags(t *testing.T) {
-	text, err := os.ReadFile(filepath.Join(fixtures.ModuleRoot(t), "docs", "configuration.md"))
+	text, err := os.ReadFile(filepath.Join(harness.RepoRootT(t), "docs", "configuration.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,7 +359,7 @@ var fenceRE = regexp.MustCompile("(?s)```([a-z]*)\n(.*?)```")
 // only commands and flags the binaries have.
 func TestDocsCommandLines(t *testing.T) {
 	actual := actualFlags(t)
-	root := fixtures.ModuleRoot(t)
+	root := harness.RepoRootT(t)
 	files, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
 	if err != nil {
 		t.Fatal(err)

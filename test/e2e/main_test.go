@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/enclavekit/kmsproxy/internal/modroot"
 	"github.com/enclavekit/kmsproxy/test/internal/harness"
 	"github.com/enclavekit/kmsproxy/test/internal/secretscan"
 )
@@ -74,7 +73,7 @@ func buildAll() (*binaries, error) {
 	if err != nil {
 		return nil, err
 	}
-	root, err := modroot.Find()
+	root, err := harness.RepoRoot()
 	if err != nil {
 		return nil, err
 	}

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/enclavekit/kmsproxy/internal/fixtures"
+	"github.com/enclavekit/kmsproxy/test/internal/harness"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -94,7 +94,7 @@ func TestDockerfileCopiesEveryPackage(t *testing.T) {
 			t.Errorf("the builder stage does not copy %s", f)
 		}
 	}
-	root := fixtures.ModuleRoot(t)
+	root := harness.RepoRootT(t)
 	cmd := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}\t{{.Dir}}{{end}}", KmsproxydPackage)
 	cmd.Dir = root
 	out, err := cmd.Output()

@@ -2,7 +2,6 @@ package packaging
 
 import (
 	"context"
-	"github.com/enclavekit/kmsproxy/internal/fixtures"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,12 +9,14 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/enclavekit/kmsproxy/test/internal/harness"
 )
 
 // readRepoFile reads a file of the repository.
 func readRepoFile(t testing.TB, rel string) []byte {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(fixtures.ModuleRoot(t), filepath.FromSlash(rel)))
+	data, err := os.ReadFile(filepath.Join(harness.RepoRootT(t), filepath.FromSlash(rel)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +63,7 @@ func sharedReproduction(t testing.TB) *Reproduction {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 		defer cancel()
 		var log strings.Builder
-		repro, reproErr = Reproduce(ctx, ReproduceConfig{Root: fixtures.ModuleRoot(t), Log: &log})
+		repro, reproErr = Reproduce(ctx, ReproduceConfig{Root: harness.RepoRootT(t), Log: &log})
 		t.Logf("Reproduce:\n%s", log.String())
 	})
 	if reproErr != nil {
@@ -77,7 +78,7 @@ func goBuild(t testing.TB, dir, pkg string) string {
 	t.Helper()
 	out := filepath.Join(dir, filepath.Base(pkg))
 	cmd := exec.Command("go", "build", "-o", out, pkg)
-	cmd.Dir = fixtures.ModuleRoot(t)
+	cmd.Dir = harness.RepoRootT(t)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
 	}

@@ -3,18 +3,19 @@ package packaging
 import (
 	"bytes"
 	"encoding/json"
-	"github.com/enclavekit/kmsproxy/internal/fixtures"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/enclavekit/kmsproxy/test/internal/harness"
 )
 
 // makefile is the Makefile the targets are tested in.
 func makefile(t testing.TB) string {
 	t.Helper()
-	return filepath.Join(fixtures.ModuleRoot(t), "Makefile")
+	return filepath.Join(harness.RepoRootT(t), "Makefile")
 }
 
 // runMake runs make TARGET in the repository with exactly the environment
@@ -23,7 +24,7 @@ func runMake(t testing.TB, env []string, args ...string) (string, error) {
 	t.Helper()
 	mk := requireTool(t, "make")
 	cmd := exec.Command(mk, append([]string{"-f", makefile(t)}, args...)...)
-	cmd.Dir = fixtures.ModuleRoot(t)
+	cmd.Dir = harness.RepoRootT(t)
 	cmd.Env = env
 	out, err := cmd.CombinedOutput()
 	return string(out), err

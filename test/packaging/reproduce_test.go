@@ -2,13 +2,14 @@ package packaging
 
 import (
 	"context"
-	"github.com/enclavekit/kmsproxy/internal/fixtures"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/enclavekit/kmsproxy/test/internal/harness"
 )
 
 // TestReproducible is make reproducible as a test: two cold builds of
@@ -58,7 +59,7 @@ func TestReproduceUsesOnlyWhatTheDockerfileCopies(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	_, err := Reproduce(ctx, ReproduceConfig{Root: fixtures.ModuleRoot(t), Dockerfile: df, WorkDir: t.TempDir()})
+	_, err := Reproduce(ctx, ReproduceConfig{Root: harness.RepoRootT(t), Dockerfile: df, WorkDir: t.TempDir()})
 	if err == nil || !strings.Contains(err.Error(), "internal/") {
 		t.Fatalf("Reproduce with internal/ not copied: err = %v, want the build to fail on a missing internal package", err)
 	}
@@ -71,7 +72,7 @@ func TestReproduceRefusesABrokenDockerfile(t *testing.T) {
 	if err := os.WriteFile(df, []byte(bad), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err := Reproduce(context.Background(), ReproduceConfig{Root: fixtures.ModuleRoot(t), Dockerfile: df, WorkDir: t.TempDir()})
+	_, err := Reproduce(context.Background(), ReproduceConfig{Root: harness.RepoRootT(t), Dockerfile: df, WorkDir: t.TempDir()})
 	if err == nil || !strings.Contains(err.Error(), RuleNoSimulator) {
 		t.Fatalf("err = %v, want the %s rule to refuse it before building", err, RuleNoSimulator)
 	}

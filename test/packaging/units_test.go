@@ -13,7 +13,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/enclavekit/kmsproxy/internal/fixtures"
+	"github.com/enclavekit/kmsproxy/test/internal/harness"
 	"github.com/google/go-cmp/cmp"
 	"go.yaml.in/yaml/v3"
 )
@@ -38,7 +38,7 @@ func unitFiles(t testing.TB) []string {
 			units = append(units, f.src)
 		}
 	}
-	matches, err := filepath.Glob(filepath.Join(fixtures.ModuleRoot(t), "enclave", "parent", "*.service"))
+	matches, err := filepath.Glob(filepath.Join(harness.RepoRootT(t), "enclave", "parent", "*.service"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/enclavekit/kmsproxy/internal/fixtures"
+	"github.com/enclavekit/kmsproxy/test/internal/harness"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -55,7 +55,7 @@ func (f *fakeIMDS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func TestVsockProxyKMSScript(t *testing.T) {
 	bash := requireTool(t, "bash")
 	requireTool(t, "curl")
-	script := filepath.Join(fixtures.ModuleRoot(t), "enclave", "parent", "vsock-proxy-kms")
+	script := filepath.Join(harness.RepoRootT(t), "enclave", "parent", "vsock-proxy-kms")
 	template := string(readRepoFile(t, "enclave/parent/vsock-proxy.yaml"))
 
 	tests := []struct {

@@ -1,14 +1,37 @@
 // Package harness holds what the programs that start kmsproxy's processes
 // on this machine (the demo, the end-to-end tests, the benchmark) must all
 // do alike: give them an environment that cannot reach real AWS, and pick
-// loopback ports.
+// loopback ports, and find the repository they build from.
 package harness
 
 import (
+	"bytes"
+	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"strings"
+	"testing"
 )
+
+// Module is the module path of the kmsproxy repository.
+const Module = "github.com/enclavekit/kmsproxy"
+
+// RepoRoot returns the folder of the kmsproxy repository the working
+// directory is in, as the go command resolves it (go list -m), so that
+// binaries are built from the right source whatever folder a test or a tool
+// runs in.
+func RepoRoot() (string, error) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Path}} {{.Dir}}").Output()
+	if err != nil {
+		return "", fmt.Errorf("failed to find the kmsproxy repository with go list -m (run this inside the repository): %w", err)
+	}
+	path, dir, ok := strings.Cut(string(bytes.TrimSpace(out)), " ")
+	if !ok || path != Module || dir == "" {
+		return "", fmt.Errorf("not inside the kmsproxy repository: the working directory belongs to module %q", path)
+	}
+	return dir, nil
+}
 
 // CleanEnv is this process's environment without AWS and kmsproxy
 // settings, plus extra: nothing started with it can reach real AWS or pick
@@ -34,4 +57,15 @@ func FreePort() (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// RepoRootT is RepoRoot for tests: it fails tb when the repository cannot
+// be found.
+func RepoRootT(tb testing.TB) string {
+	tb.Helper()
+	root, err := RepoRoot()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return root
 }
