@@ -13,7 +13,7 @@
 // The format facts this package relies on come from AWS's specification
 // (https://docs.aws.amazon.com/enclaves/latest/user/verify-root.html and
 // aws/aws-nitro-enclaves-nsm-api docs/attestation_process.md) and from real
-// documents (../shared/testdata/attestation/real).
+// documents (testdata/real).
 package attestation
 
 import (
@@ -64,7 +64,7 @@ const (
 	// MaxPCRs is the most PCRs a document may list: `index = 0..31`.
 	MaxPCRs = 32
 	// PCRCount is how many PCRs every Nitro Enclave document carries (0-15;
-	// all real documents in ../shared/testdata have exactly 16). Verify
+	// all real documents in testdata/real have exactly 16). Verify
 	// requires exactly these.
 	PCRCount = 16
 	// PCRSize is the size of a SHA-384 PCR, the only bank Nitro Enclaves use.

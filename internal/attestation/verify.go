@@ -268,7 +268,7 @@ func isRoot(c *x509.Certificate, roots *x509.CertPool, at time.Time) bool {
 // policy (RFC 5280 section 6.1.5: the certificate policies would matter)
 // or policy mappings; no two certificates with one subject. Validity at the verification
 // time is checkValidity's, before. (No certificate of the five real
-// documents in ../shared/testdata, 2021 to 2024, falls outside this.)
+// documents in testdata/real, 2021 to 2024, falls outside this.)
 //
 // The signatures are independent of each other; with more than one to
 // check they are checked in parallel, so a cold real chain (four

@@ -33,7 +33,7 @@ import (
 // connections it would drop).
 const (
 	// MaxRequestBody is kmsproxyd's request body limit
-	// (kmsapi.MaxRequestBody, 64 KiB, DESIGN.md); larger bodies are refused
+	// (kmsapi.MaxRequestBody, 64 KiB); larger bodies are refused
 	// here without reaching the enclave. The largest control body (a
 	// credentials push, internal/credentials.MaxPushBody) is 24 KiB.
 	MaxRequestBody = kmsapi.MaxRequestBody

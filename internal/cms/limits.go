@@ -8,9 +8,9 @@ import "crypto/aes"
 const (
 	// MaxPlaintext is the largest plaintext an envelope may carry: 4096 bytes,
 	// the most AWS KMS puts in one response ("Encrypts plaintext of up to 4,096
-	// bytes", KMS API Reference, Encrypt; DESIGN.md: DeriveSharedSecret and
-	// GenerateDataKeyPair private keys included). The real KMS envelope
-	// kms-parse-only/rustcrypto-4.ber (RustCrypto/formats issue #779) carries
+	// bytes", KMS API Reference, Encrypt; DeriveSharedSecret's secrets and
+	// GenerateDataKeyPair's private keys are smaller). The real KMS envelope
+	// testdata/real/rustcrypto/rustcrypto-4.ber (RustCrypto/formats issue #779) carries
 	// exactly 4096+16 bytes of ciphertext.
 	MaxPlaintext = 4096
 
@@ -39,13 +39,13 @@ const (
 	// (a 512-byte encrypted key) plus 4112 bytes of ciphertext split into 257
 	// one-block chunks (2 header bytes each) plus about 300 bytes of structure;
 	// KMS's own 4 KiB envelope with RSA-2048 is 4573 bytes
-	// (kms-parse-only/rustcrypto-4.ber). 16 KiB is about three times the
+	// (testdata/real/rustcrypto/rustcrypto-4.ber). 16 KiB is about three times the
 	// largest and still small enough to parse without thought.
 	MaxEnvelopeSize = 16 << 10
 
 	// KMSChunkSize is the size of the OCTET STRING chunks KMS splits the
 	// encrypted content into (the last chunk holds the rest). Observed in the
-	// real KMS envelope kms-parse-only/rustcrypto-4.ber, whose 4112-byte
+	// real KMS envelope testdata/real/rustcrypto/rustcrypto-4.ber, whose 4112-byte
 	// ciphertext comes as 1000+1000+1000+1000+112; shorter ciphertexts come as
 	// a single chunk (kms-real/edgebit: one 48-byte chunk). Encrypt uses it.
 	KMSChunkSize = 1000
@@ -57,7 +57,7 @@ const (
 
 // supportedKeySizes are the RSA modulus sizes in bytes that Encrypt writes
 // for and Parse accepts as the encrypted key size: RSA-2048, -3072 and -4096,
-// the sizes kmsproxyd's --key-bits allows (DESIGN.md). KMS documents 2048.
+// the sizes kmsproxyd's --key-bits allows. KMS documents 2048.
 var supportedKeySizes = [...]int{2048 / 8, 3072 / 8, 4096 / 8}
 
 func supportedKeySize(n int) bool {

@@ -12,7 +12,7 @@ import (
 	"github.com/enclavekit/kmsproxy/internal/transport"
 )
 
-// Defaults of the flags DESIGN.md lists for devkms.
+// Defaults of devkms's flags.
 const (
 	DefaultListen            = "tcp://127.0.0.1:4599"
 	DefaultRegion            = "us-east-1"

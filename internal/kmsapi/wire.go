@@ -24,7 +24,7 @@ const (
 	// TargetPrefix is the KMS service name in TargetHeader.
 	TargetPrefix = "TrentService."
 
-	// MaxRequestBody bounds a KMS request body (DESIGN.md: 64 KiB). The
+	// MaxRequestBody bounds a KMS request body (64 KiB). The
 	// largest legitimate KMS requests are far below it: PutKeyPolicy's
 	// policy is at most 32 KiB, a CiphertextBlob at most 6144 bytes, and an
 	// attestation document about 5 KiB before base64.

@@ -9,7 +9,7 @@ import (
 // The payload is written by hand rather than by a generic encoder so that
 // its bytes follow NSM's exactly: keys in NSM's order (module_id, digest,
 // timestamp, pcrs, certificate, cabundle, public_key, user_data, nonce, as
-// in every real document in ../shared/testdata), an indefinite-length outer
+// in every real document in internal/attestation/testdata/real), an indefinite-length outer
 // map (0xbf ... 0xff) as documents since 2025 use (base/nitro-validator
 // pull requests #23 and #24: "AWS Nitro attestation documents use the
 // indefinite-length form for the top-level attestation map" while "AWS

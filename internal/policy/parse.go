@@ -21,7 +21,7 @@ import (
 // handful of lines: enclave/policy.example.yaml, comments included, is about
 // 4 KiB, and one that spells out every operation and control endpoint on both
 // listeners with a hundred key patterns stays under 16 KiB. 64 KiB, the bound
-// DESIGN.md also sets for a request body, leaves room for comments and keeps
+// kmsproxyd also sets for a request body, leaves room for comments and keeps
 // what the YAML parser is handed small.
 const MaxFileSize = 64 << 10
 

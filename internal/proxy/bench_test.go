@@ -22,7 +22,7 @@ import (
 	"github.com/enclavekit/kmsproxy/internal/nsmsim"
 )
 
-// The issue's targets (issue 4), measured in one run:
+// The targets, measured in one run:
 //
 //   - kmsproxyd's cost per attested Decrypt ≤ 1.25 × one RSA-2048 OAEP
 //     decrypt (t_rsa);

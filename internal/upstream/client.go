@@ -40,7 +40,7 @@ import (
 // Defaults for the zero values of Config.
 const (
 	// DefaultMaxConns is --upstream-conns' default: the vsock-proxy on the
-	// parent runs 4 workers by default (DESIGN.md), one per connection.
+	// parent runs 4 workers by default, one per connection.
 	DefaultMaxConns = 4
 	// DefaultRequestTimeout is --request-timeout's default.
 	DefaultRequestTimeout = 10 * time.Second

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/enclavekit/kmsproxy/test/internal/harness"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,9 +19,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/enclavekit/kmsproxy/test/internal/harness"
 )
 
-// The targets of issue 4 (kmsproxyd) and issue 6 (load and benchmark).
+// The targets for kmsproxyd and for its behaviour under load.
 const (
 	targetCPURatio       = 1.25     // kmsproxyd CPU per attested Decrypt ≤ 1.25 × t_rsa
 	targetAddedRatio     = 1.5      // added p50 latency at concurrency 1 ≤ 1.5 × t_rsa
@@ -34,8 +35,8 @@ const (
 
 // Load shapes.
 const (
-	defaultClients      = 256              // concurrent clients of the load rows (issue 6)
-	defaultLoadDuration = 30 * time.Second // of the load rows (issue 6)
+	defaultClients      = 256              // concurrent clients of the load rows
+	defaultLoadDuration = 30 * time.Second // of the load rows
 	// pinnedConcurrency keeps enough requests in flight to keep one core
 	// busy while others wait for devkms.
 	pinnedConcurrency = 16
@@ -502,7 +503,7 @@ func bench(ctx context.Context, w *world, c benchConfig) (*table, error) {
 				siblingBatches, siblingBatch, float64(cpuPer)/float64(busy), pinnedAgainst(pinnedRate, busy)))
 	}
 
-	// The floor, measured with row 2: what DESIGN.md's parts cost by
+	// The floor, measured with row 2: what the prescribed parts cost by
 	// themselves, and what kmsproxyd adds to them.
 	t.add("the prescribed parts alone (test/bench/floor), CPU per attested Decrypt",
 		fmt.Sprintf("%s = %.2f × t_rsa", ms(floorPer), float64(floorPer)/float64(cpuRSA)), "reported", nil,

@@ -34,7 +34,7 @@ type caller func(ctx context.Context) error
 // proxyDecrypt returns a caller that sends the benchmark's Decrypt to
 // kmsproxyd as a parent app does: KMS JSON 1.1, no Recipient, on hc's
 // connections, and checks the plaintext. kmsproxyd ignores request
-// signatures (DESIGN.md), so the benchmark sends none, and the client side
+// signatures (kmsproxyd ignores them), so the benchmark sends none, and the client side
 // costs the same on every request.
 func proxyDecrypt(hc *http.Client, blob, want []byte) caller {
 	body, _ := json.Marshal(map[string][]byte{"CiphertextBlob": blob})

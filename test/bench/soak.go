@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// Soak targets (issue 6): after warm-up, kmsproxyd's memory and goroutines
+// Soak targets: after warm-up, kmsproxyd's memory and goroutines
 // grow by at most 10 % over the run, and no request fails.
 const targetSoakGrowth = 0.10
 

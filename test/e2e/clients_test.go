@@ -25,7 +25,7 @@ import (
 const awsTimeout = 2 * time.Minute
 
 // Credentials the real clients sign with. kmsproxyd ignores client
-// signatures (DESIGN.md, API), so any well-formed key works; they are
+// signatures (kmsproxyd accepts and ignores them), so any well-formed key works; they are
 // secrets all the same and must not reach a log.
 var dummyClient = awsCreds{"AKIAE2EDUMMYCLIENT01", "e2e-dummy-client-secret-access-key-00000", ""}
 

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/enclavekit/kmsproxy/test/internal/harness"
 	"io"
 	"net/http"
 	"os"
@@ -12,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/enclavekit/kmsproxy/test/internal/harness"
 )
 
 // aemmConfig overrides the mock's role credentials (the default document's

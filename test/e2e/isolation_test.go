@@ -121,7 +121,7 @@ func TestIsolation(t *testing.T) {
 			}
 			checkControlEndpoints(t, sc, s.parentAddr)
 			// The namespace's lo started down; kmsproxyd brought it up for
-			// its local listener (DESIGN.md, --listen-local).
+			// its local listener (--listen-local).
 			if !strings.Contains(s.kmsproxyd.log.String(), "brought the loopback interface up") {
 				t.Error("kmsproxyd did not report bringing lo up in the namespace")
 			}

@@ -20,8 +20,7 @@ const (
 	// at the deadline counts as hung.
 	slack = 5 * time.Second
 	// resumeWithin is how soon after a fault ends a request must succeed
-	// again (issue 6: "service resumes within a second of the fault
-	// ending").
+	// again: service resumes within a second of the fault ending.
 	resumeWithin = time.Second
 	// maxPerWorker bounds the requests one load worker sends in a phase.
 	maxPerWorker = 5000

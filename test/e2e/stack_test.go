@@ -106,7 +106,7 @@ type stackOptions struct {
 const socatLinger = "-t0"
 
 // defaultUpstreamConns is kmsproxyd's --upstream-conns default (the
-// vsock-proxy's 4 workers, DESIGN.md) and socat's max-children here.
+// vsock-proxy's 4 workers by default) and socat's max-children here.
 const defaultUpstreamConns = 4
 
 // stack is kmsproxy's deployment as processes on this machine:

@@ -1,5 +1,5 @@
 // Command floor is the least an attested-Decrypt proxy built the way
-// DESIGN.md prescribes can do: a net/http server that decodes a KMS JSON
+// kmsproxyd's architecture prescribes can do: a net/http server that decodes a KMS JSON
 // Decrypt, calls KMS through aws-sdk-go-v2 with a Recipient over a
 // keep-alive TLS connection, opens the CiphertextForRecipient envelope and
 // answers with the plaintext. It has no policy, logging, metrics, limits,

@@ -98,7 +98,7 @@ func runDial(args []string, stdout, stderr io.Writer) int {
 	}
 	if a.Network == transport.VSOCK {
 		// The test machines' vsock device leads outside the sandbox
-		// (DESIGN.md, "Test machines"): never dial it.
+		// (the test machines' vsock device leads outside the sandbox): never dial it.
 		fmt.Fprintln(stderr, "enclaveapp: error: refusing to dial a vsock address")
 		return 2
 	}
