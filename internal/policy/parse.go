@@ -14,6 +14,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/enclavekit/kmsproxy/internal/suggest"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -211,7 +212,7 @@ func (p *parser) top(root *yaml.Node) (map[string]*Rules, error) {
 	var listenersNode *yaml.Node
 	for _, kv := range pairs {
 		if kv.name != "listeners" {
-			return nil, p.errorAt(kv.key, "", "unknown field %s%s; the top level holds only listeners", echo(kv.name), didYouMean(kv.name, []string{"listeners"}))
+			return nil, p.errorAt(kv.key, "", "unknown field %s%s; the top level holds only listeners", echo(kv.name), suggest.DidYouMean(kv.name, []string{"listeners"}))
 		}
 		listenersNode = kv.value
 	}
@@ -225,7 +226,7 @@ func (p *parser) top(root *yaml.Node) (map[string]*Rules, error) {
 	out := make(map[string]*Rules, len(Listeners))
 	for _, kv := range pairs {
 		if !slices.Contains(Listeners, kv.name) {
-			return nil, p.errorAt(kv.key, "listeners", "unknown listener %s%s; the listeners are %s", echo(kv.name), didYouMean(kv.name, Listeners), strings.Join(Listeners, " and "))
+			return nil, p.errorAt(kv.key, "listeners", "unknown listener %s%s; the listeners are %s", echo(kv.name), suggest.DidYouMean(kv.name, Listeners), strings.Join(Listeners, " and "))
 		}
 		r, err := p.listener(kv.value, "listeners."+kv.name, kv.name)
 		if err != nil {
@@ -263,7 +264,7 @@ func (p *parser) listener(n *yaml.Node, path, name string) (*Rules, error) {
 		case "control":
 			r.Control, _, err = p.names(kv.value, fpath, "control endpoint", ControlEndpoints)
 		default:
-			err = p.errorAt(kv.key, path, "unknown field %s%s; a listener's fields are %s", echo(kv.name), didYouMean(kv.name, listenerFields), strings.Join(listenerFields, ", "))
+			err = p.errorAt(kv.key, path, "unknown field %s%s; a listener's fields are %s", echo(kv.name), suggest.DidYouMean(kv.name, listenerFields), strings.Join(listenerFields, ", "))
 		}
 		if err != nil {
 			return nil, err
@@ -396,7 +397,7 @@ func (p *parser) names(n *yaml.Node, path, what string, known []string) ([]strin
 				return nil, nil, p.errorAt(item, ipath, `"*" allows every %s and cannot be combined with names: list either "*" or names`, what)
 			}
 		case !slices.Contains(known, s):
-			hint := didYouMean(s, known)
+			hint := suggest.DidYouMean(s, known)
 			if hasWildcard(s) {
 				hint = fmt.Sprintf(`; names are exact, without wildcards: list them, or "*" alone for every %s`, what)
 			} else if hint == "" {

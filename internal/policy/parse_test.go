@@ -837,31 +837,6 @@ func TestSummary(t *testing.T) {
 	}
 }
 
-func TestSuggest(t *testing.T) {
-	tests := []struct {
-		name  string
-		input string
-		want  string
-	}{
-		{"transposition", "Decrpyt", "Decrypt"},
-		{"case", "generatedatakey", "GenerateDataKey"},
-		{"plural", "GenerateDataKeys", "GenerateDataKey"},
-		{"closest of several", "GenerateDataKeyPairs", "GenerateDataKeyPair"},
-		{"underscores", "Generate_Random", "GenerateRandom"},
-		{"too far", "ListKeys", ""},
-		{"empty", "", ""},
-		{"exact", "Decrypt", "Decrypt"},
-		{"very long", strings.Repeat("Decrypt", 20), ""},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := suggest(tt.input, allOperations); got != tt.want {
-				t.Errorf("suggest(%q) = %q, want %q", tt.input, got, tt.want)
-			}
-		})
-	}
-}
-
 func BenchmarkParseExample(b *testing.B) {
 	data, err := os.ReadFile(examplePath)
 	if err != nil {

@@ -1,14 +1,17 @@
-package policy
+// Package suggest finds the name a user probably meant when they typed an
+// unknown one: a policy field, a KMS operation, a command, a condition key.
+// Every tool of kmsproxy says "did you mean" the same way through it.
+package suggest
 
 import "strings"
 
-// suggest returns the candidate closest to name, or "" when none is close
+// Closest returns the candidate closest to name, or "" when none is close
 // enough to be a plausible typo. Names are compared without case, "_" and
 // "-", so "decrypt", "encryptionContext" and "credentials-push" find their
 // intended spelling; otherwise a candidate is close when its optimal string
 // alignment distance (Levenshtein plus transposition of neighbours, so
 // "Decrpyt" is one edit from "Decrypt") is at most a third of its length.
-func suggest(name string, candidates []string) string {
+func Closest(name string, candidates []string) string {
 	const maxLen = 64 // longer input is no typo of any name we know
 	if name == "" || len(name) > maxLen {
 		return ""
@@ -60,9 +63,10 @@ func osaDistance(a, b string) int {
 	return prev[len(b)]
 }
 
-// didYouMean is suggest formatted for the end of an error reason.
-func didYouMean(name string, candidates []string) string {
-	if s := suggest(name, candidates); s != "" {
+// DidYouMean is Closest formatted for the end of an error reason:
+// ` (did you mean "Decrypt"?)`, or "" when nothing is close.
+func DidYouMean(name string, candidates []string) string {
+	if s := Closest(name, candidates); s != "" {
 		return ` (did you mean "` + s + `"?)`
 	}
 	return ""
