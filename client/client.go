@@ -31,6 +31,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/aws/smithy-go"
 
 	"github.com/enclavekit/kmsproxy/internal/sdkhttp"
 	"github.com/enclavekit/kmsproxy/internal/transport"
@@ -93,8 +94,25 @@ func New(ctx context.Context, enclave string, optFns ...func(*kms.Options)) (*km
 	opts := append([]func(*kms.Options){func(o *kms.Options) {
 		o.BaseEndpoint = aws.String(Endpoint)
 		o.HTTPClient = hc
+		o.Retryer = noRetryDependencyTimeout{o.Retryer}
 	}}, optFns...)
 	return kms.NewFromConfig(cfg, opts...), nil
+}
+
+// noRetryDependencyTimeout keeps the SDK's retry rules except for
+// DependencyTimeoutException, which kmsproxyd answers only once it has spent
+// its whole --request-timeout on KMS, retries included: the client retrying
+// it would multiply that wait by the SDK's attempts (3 by default) and, with
+// a typical 30 s deadline, end in a deadline error that hides the real cause
+// (KMS did not answer kmsproxyd) behind "no answer from the enclave".
+type noRetryDependencyTimeout struct{ aws.Retryer }
+
+func (r noRetryDependencyTimeout) IsErrorRetryable(err error) bool {
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode() == "DependencyTimeoutException" {
+		return false
+	}
+	return r.Retryer.IsErrorRetryable(err)
 }
 
 // HTTPClient returns an HTTP client whose every connection goes to the

@@ -22,11 +22,11 @@ type CredentialsStatus struct {
 	// Ready is true when kmsproxyd holds credentials that have not expired.
 	Ready bool `json:"ready"`
 	// Expires is when they expire; zero when they do not.
-	Expires time.Time `json:"expires"`
+	Expires time.Time `json:"expires,omitzero"`
 	// LastError says why the last attempt to obtain credentials failed.
-	LastError string `json:"last_error"`
+	LastError string `json:"last_error,omitempty"`
 	// Updated is when the credentials in use were received.
-	Updated time.Time `json:"updated"`
+	Updated time.Time `json:"updated,omitzero"`
 }
 
 // PushCredentials sends creds to the kmsproxyd at enclave (PUT

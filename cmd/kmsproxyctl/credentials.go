@@ -120,6 +120,7 @@ func (c *pushConfig) Validate() error {
 func pushError(err error) error {
 	var refused *credpush.RefusedError
 	var source *credpush.SourceError
+	var expiring *credpush.ExpiringError
 	switch {
 	case errors.As(err, &refused):
 		switch {
@@ -129,8 +130,10 @@ func pushError(err error) error {
 			return withHint(err, "kmsproxyd's policy must set credentials_push: true on the listener the address reaches")
 		}
 		return err
+	case errors.As(err, &expiring):
+		return withHint(err, "the credential source gave no fresher credentials: renew them where they come from (aws sso login, the profile's credential_process or session token, the instance role) and push again")
 	case errors.As(err, &source):
 		return withHint(err, "on EC2, attach an instance profile (role) to the instance; elsewhere set AWS_PROFILE or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
 	}
-	return enclaveOrEndpointError("the enclave", err)
+	return enclaveCallError("the enclave", err)
 }

@@ -91,6 +91,14 @@ func (f *cmdFlags) oneInput(pos []string) (string, error) {
 	return "", f.usageError("want one FILE argument, got %d: %s", len(pos), strings.Join(pos, " "))
 }
 
+// isSet reports whether the flag name was given on the command line (a flag
+// set to its zero value is given, unlike one left out).
+func (f *cmdFlags) isSet(name string) bool {
+	set := false
+	f.Visit(func(fl *flag.Flag) { set = set || fl.Name == name })
+	return set
+}
+
 // noArgs checks that no positional argument was given.
 func (f *cmdFlags) noArgs(pos []string) error {
 	if len(pos) > 0 {
@@ -280,6 +288,12 @@ func writeSecretFile(path string, data []byte) error {
 // writeOutput writes data to path, or to stdout for "" and "-".
 func writeOutput(e *env, path string, data []byte, perm os.FileMode) error {
 	if path == "" || path == "-" {
+		// Binary output on a terminal garbles it and can send it escape
+		// sequences; nobody wants to read CBOR there.
+		if e.isTerminal != nil && e.isTerminal(e.stdout) {
+			return withHint(errors.New("refusing to write binary output to a terminal"),
+				"write it to a file with --out FILE (or the command's output flag), or redirect stdout: > doc.cbor, | kmsproxyctl attest verify -")
+		}
 		_, err := e.stdout.Write(data)
 		return err
 	}

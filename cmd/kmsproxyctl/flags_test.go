@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/base64"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 
 	"github.com/enclavekit/kmsproxy/internal/keypolicy"
 )
@@ -331,5 +334,57 @@ func TestWriteSecretFileNarrowsMode(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(path); string(b) != "secret" {
 		t.Errorf("content = %q", b)
+	}
+}
+
+// openPTY returns the terminal end of a new pseudo-terminal, or skips.
+func openPTY(t *testing.T) *os.File {
+	t.Helper()
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	t.Cleanup(func() { ptmx.Close() })
+	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tty, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tty.Close() })
+	return tty
+}
+
+// TestWriteOutputRefusesTerminal: binary output (attest fetch, dev attest)
+// is not written to a terminal, but is to a file or pipe.
+func TestWriteOutputRefusesTerminal(t *testing.T) {
+	tty := openPTY(t)
+	e := &env{stdout: tty, isTerminal: isTerminal}
+	err := writeOutput(e, "", []byte{0xd2, 0x84}, 0o644)
+	if err == nil || !strings.Contains(err.Error(), "refusing to write binary output to a terminal") {
+		t.Fatalf("writeOutput to a terminal = %v, want a refusal", err)
+	}
+	var he *hintError
+	if !errors.As(err, &he) || !strings.Contains(he.hint, "--out FILE") {
+		t.Errorf("refusal %v has no hint naming --out", err)
+	}
+
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	e.stdout = w
+	if err := writeOutput(e, "", []byte{0xd2, 0x84}, 0o644); err != nil {
+		t.Errorf("writeOutput to a pipe = %v", err)
+	}
+	w.Close()
+	if got, _ := io.ReadAll(r); !bytes.Equal(got, []byte{0xd2, 0x84}) {
+		t.Errorf("pipe got %x", got)
 	}
 }

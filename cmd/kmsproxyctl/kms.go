@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
@@ -138,6 +141,13 @@ func (t *kmsTarget) client(ctx context.Context) (*kms.Client, error) {
 		}
 		opts = append(opts, config.WithCustomCABundle(bytes.NewReader(pem)))
 	}
+	// A certificate that does not verify will not verify on a retry: fail
+	// at once, with the hint, instead of after the SDK's three attempts.
+	opts = append(opts, config.WithRetryer(func() aws.Retryer {
+		return retry.NewStandard(func(o *retry.StandardOptions) {
+			o.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(notTLSVerification)}, o.Retryables...)
+		})
+	}))
 	cfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("failed to load the AWS configuration: %w", err)
@@ -146,6 +156,18 @@ func (t *kmsTarget) client(ctx context.Context) (*kms.Client, error) {
 		return nil, withHint(errors.New("no AWS region for --kms-endpoint"), "pass --region or set AWS_REGION")
 	}
 	return kms.NewFromConfig(cfg, func(o *kms.Options) { o.BaseEndpoint = aws.String(t.endpoint) }), nil
+}
+
+// notTLSVerification marks TLS certificate verification failures as not
+// retryable and leaves every other error to the SDK's own rules.
+func notTLSVerification(err error) aws.Ternary {
+	var certErr *tls.CertificateVerificationError
+	var unknownAuth x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	if errors.As(err, &certErr) || errors.As(err, &unknownAuth) || errors.As(err, &hostErr) {
+		return aws.FalseTernary
+	}
+	return aws.UnknownTernary
 }
 
 // where names the target in messages.
@@ -157,11 +179,15 @@ func (t *kmsTarget) where() string {
 }
 
 // callError turns an SDK error into kmsproxyctl's message: a KMS error as
-// "<Exception>: <message>", a connection failure with where it went.
+// "<Exception>: <message>", a connection failure with where it went, each
+// with the hint that fits its real cause.
 func (t *kmsTarget) callError(op string, err error) error {
 	var apiErr smithy.APIError
 	if errors.As(err, &apiErr) {
 		msg := fmt.Errorf("%s: %s", apiErr.ErrorCode(), apiErr.ErrorMessage())
+		if apiErr.ErrorMessage() == "" {
+			msg = errors.New(apiErr.ErrorCode())
+		}
 		switch apiErr.ErrorCode() {
 		case kmsapi.AccessDenied:
 			if t.enclave != "" {
@@ -170,10 +196,30 @@ func (t *kmsTarget) callError(op string, err error) error {
 			return withHint(msg, "a key policy bound to enclave measurements refuses calls without attestation; \"kmsproxyctl policy check --unattested\" explains the decision")
 		case "UnrecognizedClientException", "InvalidSignatureException", "MissingAuthenticationTokenException", kmsapi.ExpiredToken:
 			return withHint(msg, "the AWS credentials were refused; check AWS_PROFILE, AWS_ACCESS_KEY_ID or the instance role")
+		case "InvalidCiphertextException":
+			// KMS answers InvalidCiphertextException, often with an empty
+			// message, when the encryption context differs from the one
+			// the ciphertext was made with: the context is authenticated
+			// data, so KMS cannot tell it from a damaged ciphertext (AWS
+			// KMS Developer Guide, "Encryption context": "If the
+			// encryption context ... does not match, the decrypt request
+			// fails"; InvalidCiphertextException in the Decrypt API
+			// reference).
+			return withHint(msg, "the usual cause is a missing or different encryption context: pass exactly the --encryption-context pairs the data was encrypted with; otherwise the ciphertext is damaged or not a KMS ciphertext")
+		case "IncorrectKeyException":
+			return withHint(msg, "--key-id must name the key the ciphertext was encrypted under; leave it out for symmetric keys")
+		case kmsapi.DependencyTimeout:
+			if t.enclave != "" {
+				return withHint(fmt.Errorf("KMS did not answer kmsproxyd in time (%s)", msg),
+					"kmsproxyd reached no KMS answer within its --request-timeout, retries included; check the vsock-proxy on the parent (systemctl status the KMS vsock-proxy unit) and that the parent reaches kms.REGION.amazonaws.com:443")
+			}
 		}
 		return msg
 	}
-	return enclaveOrEndpointError(t.where(), err)
+	if t.enclave != "" {
+		return enclaveCallError(t.where(), err)
+	}
+	return endpointCallError(t.endpoint, t.caFile != "", err)
 }
 
 // enclaveError explains a failed control call to the enclave.
@@ -182,10 +228,11 @@ func enclaveError(enclave string, err error) error {
 	if errors.As(err, &apiErr) {
 		return fmt.Errorf("%s: %s", apiErr.ErrorCode(), apiErr.ErrorMessage())
 	}
-	return enclaveOrEndpointError("the enclave at "+enclave, err)
+	return enclaveCallError("the enclave at "+enclave, err)
 }
 
-func enclaveOrEndpointError(where string, err error) error {
+// enclaveCallError explains a call to kmsproxyd that got no answer.
+func enclaveCallError(where string, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return withHint(fmt.Errorf("no answer from %s in time", where), "raise --timeout, or check that kmsproxyd is serving (GET /healthz)")
 	}
@@ -196,6 +243,37 @@ func enclaveOrEndpointError(where string, err error) error {
 	if errors.As(err, &opErr) {
 		return withHint(fmt.Errorf("failed to reach %s: %v", where, opErr),
 			"is kmsproxyd running and listening there? From the parent the address is vsock://<enclave CID>:<port> (nitro-cli describe-enclaves shows the CID)")
+	}
+	return fmt.Errorf("failed to call %s: %w", where, err)
+}
+
+// endpointCallError explains a call to a KMS endpoint (--kms-endpoint) that
+// got no answer: the hints are about that URL and its TLS, never the enclave.
+func endpointCallError(endpoint string, haveCA bool, err error) error {
+	where := "KMS at " + endpoint
+	var certErr *tls.CertificateVerificationError
+	var unknownAuth x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return withHint(fmt.Errorf("no answer from %s in time", where), "raise --timeout, or check that the endpoint is reachable from here")
+	case errors.Is(err, context.Canceled):
+		return fmt.Errorf("interrupted while calling %s", where)
+	case errors.As(err, &hostErr):
+		return withHint(fmt.Errorf("failed to verify the TLS certificate of %s: %v", where, hostErr),
+			"--kms-endpoint must use a name the server's certificate holds (devkms's names localhost, 127.0.0.1 and ::1)")
+	case errors.As(err, &unknownAuth), errors.As(err, &certErr):
+		if haveCA {
+			return withHint(fmt.Errorf("failed to verify the TLS certificate of %s: %v", where, err),
+				"the --kms-ca file does not hold the CA that signed this server's certificate (devkms writes it as ca.pem in its --tls-self-signed folder)")
+		}
+		return withHint(fmt.Errorf("failed to verify the TLS certificate of %s: %v", where, err),
+			"for devkms or another private CA, pass its CA certificate with --kms-ca (devkms writes ca.pem in its --tls-self-signed folder)")
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) {
+		return withHint(fmt.Errorf("failed to reach %s: %v", where, opErr),
+			"check the --kms-endpoint URL (scheme, host and port) and that the server is listening there")
 	}
 	return fmt.Errorf("failed to call %s: %w", where, err)
 }
@@ -495,9 +573,9 @@ plaintext key goes to --plaintext-out (mode 0600), to stdout with --raw
 	switch {
 	case keyID == "":
 		return f.usageError("missing --key-id")
-	case spec != "" && nbytes != 0:
+	case spec != "" && f.isSet("number-of-bytes"):
 		return f.usageError("give --key-spec or --number-of-bytes, not both")
-	case nbytes < 0 || nbytes > maxNumberOfBytes:
+	case f.isSet("number-of-bytes") && (nbytes < 1 || nbytes > maxNumberOfBytes):
 		return f.usageError("--number-of-bytes %d: want 1 to %d", nbytes, maxNumberOfBytes)
 	case out.raw && plainOut != "":
 		return f.usageError("--raw and --plaintext-out both take the plaintext: choose one")
@@ -564,7 +642,7 @@ writes the bytes to stdout, --plaintext-out to a file (mode 0600).`,
 		return err
 	}
 	switch {
-	case nbytes == 0:
+	case !f.isSet("number-of-bytes"):
 		return f.usageError("missing --number-of-bytes")
 	case nbytes < 1 || nbytes > maxNumberOfBytes:
 		return f.usageError("--number-of-bytes %d: want 1 to %d", nbytes, maxNumberOfBytes)

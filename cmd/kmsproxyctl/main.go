@@ -21,14 +21,18 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/enclavekit/kmsproxy/internal/suggest"
+	"golang.org/x/term"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	code := run(ctx, &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}, os.Args[1:])
+	code := run(ctx, &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, isTerminal: isTerminal}, os.Args[1:])
 	stop()
 	os.Exit(code)
 }
@@ -39,6 +43,14 @@ type env struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	getenv         func(string) string
+	// isTerminal reports whether w is a terminal; nil means never.
+	isTerminal func(w io.Writer) bool
+}
+
+// isTerminal reports whether w is a file open on a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // command is one subcommand: "decrypt", or "attest verify".
@@ -76,9 +88,23 @@ func run(ctx context.Context, e *env, args []string) int {
 	case "-version", "--version", "version":
 		fmt.Fprintln(e.stdout, "kmsproxyctl", version())
 		return 0
-	case "-h", "-help", "--help", "help":
+	case "-h", "-help", "--help":
 		printOverview(e.stdout)
 		return 0
+	case "help":
+		// "kmsproxyctl help attest verify" is "kmsproxyctl attest verify -h".
+		if len(args) == 1 {
+			printOverview(e.stdout)
+			return 0
+		}
+		cmd, rest, err := lookup(args[1:])
+		if err != nil {
+			return report(e, err)
+		}
+		if len(rest) > 0 {
+			return report(e, usageErrorf("help takes a command name, not %q", rest[0]))
+		}
+		return report(e, cmd.run(ctx, e, []string{"-h"}))
 	}
 	cmd, rest, err := lookup(args)
 	if err != nil {
@@ -100,7 +126,8 @@ func lookup(args []string) (*command, []string, error) {
 	}
 	subs, ok := groups[args[0]]
 	if !ok {
-		return nil, nil, usageErrorf("unknown command %q (run kmsproxyctl help for the list)", args[0])
+		return nil, nil, withHint(usageErrorf("unknown command %q%s", args[0], suggest.DidYouMean(args[0], commandWords())),
+			"run \"kmsproxyctl help\" for the list of commands")
 	}
 	sort.Strings(subs)
 	if len(args) < 2 || strings.HasPrefix(args[1], "-") {
@@ -112,7 +139,24 @@ func lookup(args []string) (*command, []string, error) {
 			return &commands[i], args[2:], nil
 		}
 	}
-	return nil, nil, usageErrorf("unknown command %q (%s subcommands: %s)", name, args[0], strings.Join(subs, ", "))
+	mean := ""
+	if s := suggest.Closest(args[1], subs); s != "" {
+		mean = fmt.Sprintf(" (did you mean %q?)", args[0]+" "+s)
+	}
+	return nil, nil, usageErrorf("unknown command %q%s; the %s commands are %s", name, mean, args[0], strings.Join(subs, ", "))
+}
+
+// commandWords returns the first words of every command ("decrypt",
+// "attest", ...), for did-you-mean.
+func commandWords() []string {
+	var words []string
+	for _, c := range commands {
+		w, _, _ := strings.Cut(c.name, " ")
+		if !slices.Contains(words, w) {
+			words = append(words, w)
+		}
+	}
+	return words
 }
 
 func printOverview(w io.Writer) {
@@ -127,7 +171,8 @@ Commands:
 		fmt.Fprintf(w, "  %-18s %s\n", c.name, c.summary)
 	}
 	fmt.Fprint(w, `
-Run "kmsproxyctl <command> -h" for a command's flags and examples.
+Run "kmsproxyctl help <command>" (or "kmsproxyctl <command> -h") for a
+command's flags and examples.
 The enclave address comes from --enclave or KMSPROXY_ENCLAVE:
 vsock://CID:PORT (e.g. vsock://16:5000), tcp://HOST:PORT or unix:///path.
 

@@ -384,8 +384,22 @@ func cmdStartEnclave(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("unsupported: ! start-enclave")
 	}
 	var opts enclavetest.Options
+	var kmsLatency time.Duration
+	duration := func(name string) time.Duration {
+		if len(args) < 2 {
+			ts.Fatalf("start-enclave: %s needs a duration", name)
+		}
+		d, err := time.ParseDuration(args[1])
+		ts.Check(err)
+		args = args[1:]
+		return d
+	}
 	for len(args) > 0 {
 		switch args[0] {
+		case "-request-timeout":
+			opts.RequestTimeout = duration(args[0])
+		case "-kms-latency":
+			kmsLatency = duration(args[0])
 		case "-push":
 			opts.PushCredentials = true
 		case "-untrusted":
@@ -399,12 +413,16 @@ func cmdStartEnclave(ts *testscript.TestScript, neg bool, args []string) {
 			opts.Policy = p
 			args = args[1:]
 		default:
-			ts.Fatalf("usage: start-enclave [-push] [-untrusted] [-policy FILE]")
+			ts.Fatalf("usage: start-enclave [-push] [-untrusted] [-policy FILE] [-request-timeout DUR] [-kms-latency DUR]")
 		}
 		args = args[1:]
 	}
 	t := ts.Value(tbKey{}).(testing.TB)
 	e := enclavetest.Start(t, opts)
+	if kmsLatency > 0 {
+		// After start: kmsproxyd's own start-up calls are not delayed.
+		e.DevKMS.SetFaults(devkms.Faults{Latency: kmsLatency})
+	}
 	ts.Setenv("ENCLAVE", e.ParentAddr)
 	ts.Setenv("LOCAL", e.LocalAddr)
 	ts.Setenv("LOCAL_URL", "http://"+strings.TrimPrefix(e.LocalAddr, "tcp://"))

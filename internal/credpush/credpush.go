@@ -120,6 +120,20 @@ func (e *SourceError) Error() string {
 
 func (e *SourceError) Unwrap() error { return e.Err }
 
+// ExpiringError says that the source's credentials expire too soon to be
+// worth pushing, and that asking it again gave no fresher ones: the source
+// itself needs renewing (an SSO login, a credential_process, a profile's
+// static session token).
+type ExpiringError struct {
+	// Expires is when the source's credentials expire.
+	Expires time.Time
+}
+
+func (e *ExpiringError) Error() string {
+	return fmt.Sprintf("the credentials expire at %s, too soon to push (kmsproxyd refuses credentials within %s of expiry)",
+		e.Expires.UTC().Format(time.RFC3339), credentials.ExpiryMargin)
+}
+
 func (p *Pusher) now() time.Time {
 	if p.Now != nil {
 		return p.Now()
@@ -167,8 +181,7 @@ func (p *Pusher) retrieve(ctx context.Context) (aws.Credentials, error) {
 		}
 	}
 	if creds.CanExpire && creds.Expires.Sub(p.now()) < minUsefulLifetime {
-		return aws.Credentials{}, &SourceError{fmt.Errorf("the credentials expire at %s, too soon to push (kmsproxyd refuses credentials within %s of expiry)",
-			creds.Expires.UTC().Format(time.RFC3339), credentials.ExpiryMargin)}
+		return aws.Credentials{}, &SourceError{&ExpiringError{Expires: creds.Expires}}
 	}
 	return creds, nil
 }
