@@ -62,10 +62,13 @@ bench:
 soak:
 	$(GO) run ./test/bench soak $(SOAKFLAGS)
 
-## demo: the whole flow on this machine (devkms, simulated NSM, kmsproxyd, kmsproxyctl)
+DEMOFLAGS ?=
+
+## demo: the whole flow on this machine (devkms, simulated NSM, kmsproxyd, kmsproxyctl); DEMOFLAGS=-keep keeps its folder and the command lines
 demo:
+	@echo "make demo: compiling kmsproxyd, kmsproxyctl, devkms and the demo (the first time takes a minute or two)"
 	$(GO) build -tags nsmsim -o $(BIN)/demo/ ./test/demo ./cmd/kmsproxyd ./cmd/kmsproxyctl ./cmd/devkms
-	$(BIN)/demo/demo -bin $(BIN)/demo
+	$(BIN)/demo/demo -bin $(BIN)/demo $(DEMOFLAGS)
 
 clean:
 	rm -rf $(BIN) build

@@ -7,7 +7,9 @@
 // a byte relay standing in for vsock-proxy, and kmsproxyd with the
 // simulated NSM, then shows what the enclave can do that nobody else can.
 // Everything lives in a temporary directory and every process is stopped at
-// the end, also on failure or Ctrl-C. It needs no root.
+// the end, also on failure or Ctrl-C. It needs no root. With -keep the
+// directory stays, with commands.sh: every command line the demo ran, in
+// order, so a user can start the same processes by hand and take over.
 package main
 
 import (
@@ -51,9 +53,10 @@ var (
 
 func main() {
 	binDir := flag.String("bin", "", "use kmsproxyd (built with -tags nsmsim), kmsproxyctl and devkms from this `DIR` instead of building them")
+	keep := flag.Bool("keep", false, "keep the demo's directory and write commands.sh there: every command line it ran, to take over by hand")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	d := &demo{ctx: ctx, prebuilt: *binDir}
+	d := &demo{ctx: ctx, prebuilt: *binDir, keep: *keep}
 	err := d.run()
 	d.cleanup()
 	stop()
@@ -75,6 +78,14 @@ type demo struct {
 	localAddr string
 	// prebuilt is the -bin directory, or "" to build the binaries.
 	prebuilt string
+	// keep (-keep) keeps dir and writes the command lines below to
+	// commands.sh in it.
+	keep     bool
+	commands []string
+	// setup, when not "", marks the kmsproxyctl command being run as
+	// one whose result is in dir already: commands.sh shows it as a
+	// comment, followed by setup.
+	setup string
 }
 
 type proc struct {
@@ -103,6 +114,7 @@ func (d *demo) run() error {
 	}
 
 	d.say("An NSM simulator CA stands in for the AWS Nitro root; measurements stand in for nitro-cli build-enclave")
+	d.setup = "   # done: simca/"
 	if _, err := d.ctl(nil, "dev", "ca", "--out", d.path("simca")); err != nil {
 		return err
 	}
@@ -116,7 +128,9 @@ func (d *demo) run() error {
 	fmt.Printf("   tampered image PCR0 %s…\n", pcr0("tampered image")[:24])
 
 	d.say("The key policy admits the role only with an attestation of the release image")
+	d.setup = " > key-policy.json   # done"
 	pol, err := d.ctl(nil, "policy", "generate", "--measurements", d.path("release.json"), "--role", roleARN)
+	d.setup = ""
 	if err != nil {
 		return err
 	}
@@ -145,6 +159,7 @@ func (d *demo) run() error {
 	if err := waitHTTP(d.ctx, "https://"+kmsAddr+"/devkms/healthz", d.path("tls/ca.pem")); err != nil {
 		return d.failed("devkms", err)
 	}
+	d.commands = append(d.commands, "wait_for --cacert tls/ca.pem https://"+kmsAddr+"/devkms/healthz")
 
 	d.say("vsock-proxy stand-in: the parent relays bytes from a unix socket to KMS, and cannot read them (TLS ends in the enclave)")
 	if err := d.startRelay(d.path("vsock-kms.sock"), kmsAddr); err != nil {
@@ -216,7 +231,11 @@ func (d *demo) run() error {
 	fmt.Printf("   => %s", rnd)
 
 	d.say("Done")
-	fmt.Printf("   The whole flow took %s. Everything ran under %s and is removed now.\n", time.Since(start).Round(100*time.Millisecond), d.dir)
+	if d.keep {
+		fmt.Printf("   The whole flow took %s. Everything ran under %s.\n", time.Since(start).Round(100*time.Millisecond), d.dir)
+	} else {
+		fmt.Printf("   The whole flow took %s. Everything ran under %s and is removed now (make demo DEMOFLAGS=-keep keeps it).\n", time.Since(start).Round(100*time.Millisecond), d.dir)
+	}
 	return nil
 }
 
@@ -252,6 +271,7 @@ func (d *demo) build() error {
 // in arguments), and returns its stdout.
 func (d *demo) ctl(env []string, args ...string) ([]byte, error) {
 	fmt.Printf("   $ kmsproxyctl %s\n", strings.ReplaceAll(strings.Join(args, " "), d.dir, "$DEMO"))
+	d.record(env, d.exe("kmsproxyctl"), args, d.setup)
 	cmd := exec.CommandContext(d.ctx, d.exe("kmsproxyctl"), args...)
 	cmd.Env = append(harness.CleanEnv(), env...)
 	cmd.Dir = d.dir
@@ -268,6 +288,7 @@ func (d *demo) ctl(env []string, args ...string) ([]byte, error) {
 // AccessDeniedException.
 func (d *demo) expectDenied(env []string, args ...string) error {
 	fmt.Printf("   $ kmsproxyctl %s\n", strings.ReplaceAll(strings.Join(args, " "), d.dir, "$DEMO"))
+	d.record(env, d.exe("kmsproxyctl"), args, " || echo '=> denied, as it must be'")
 	cmd := exec.CommandContext(d.ctx, d.exe("kmsproxyctl"), args...)
 	cmd.Env = append(harness.CleanEnv(), env...)
 	var stdout, stderr bytes.Buffer
@@ -342,10 +363,12 @@ func (d *demo) startKmsproxyd(name, measurements string, kmsPort int) (string, e
 	if err := waitReady(d.ctx, d.path(name+".sock")); err != nil {
 		return "", d.failed(name, err)
 	}
+	d.commands = append(d.commands, "wait_for --unix-socket "+shellQuote(d.path(name+".sock"))+" http://kmsproxyd/readyz")
 	return parent, nil
 }
 
 func (d *demo) start(name string, env []string, exe string, args ...string) error {
+	d.record(env, exe, args, " > "+name+".log 2>&1 &\npids=\"$pids $!\"")
 	cmd := exec.Command(exe, args...)
 	cmd.Env = append(harness.CleanEnv(), env...)
 	p := &proc{name: name, cmd: cmd, log: &bytes.Buffer{}, done: make(chan struct{})}
@@ -370,6 +393,8 @@ func (d *demo) failed(name string, err error) error {
 // startRelay copies bytes between a unix socket and KMS's TCP address, as
 // vsock-proxy does between vsock and KMS.
 func (d *demo) startRelay(sock, target string) error {
+	d.commands = append(d.commands, "# the vsock-proxy stand-in: relays bytes from a unix socket to devkms",
+		fmt.Sprintf("rm -f %s; socat UNIX-LISTEN:%s,fork TCP:%s &\npids=\"$pids $!\"", shellQuote(sock), shellQuote(sock), target))
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		return err
@@ -413,9 +438,68 @@ func (d *demo) cleanup() {
 	if d.relay != nil {
 		d.relay.Close()
 	}
-	if d.dir != "" {
-		os.RemoveAll(d.dir)
+	if d.dir == "" {
+		return
 	}
+	if !d.keep {
+		os.RemoveAll(d.dir)
+		return
+	}
+	script := `#!/bin/sh
+# The command lines the kmsproxy demo ran, in order: it starts devkms, the
+# relay standing in for vsock-proxy and the two kmsproxyd again, waits for
+# each, repeats the narrated kmsproxyctl calls, and leaves the servers
+# running for you (the last line says how to stop them). The set-up steps
+# whose results are in this folder already are shown as comments. The
+# credentials are the demo's own, known only to this devkms. Needs socat
+# and curl.
+set -e
+cd ` + shellQuote(d.dir) + `
+pids=
+wait_for() { # curl options and URL: poll until it answers, at most 20 s
+	i=0
+	until curl -sf -o /dev/null "$@"; do
+		i=$((i + 1)); [ $i -lt 200 ] || { echo "no answer from $*" >&2; exit 1; }
+		sleep 0.1
+	done
+}
+` + strings.Join(d.commands, "\n") + `
+echo "servers running: stop them with: kill$pids"
+`
+	if err := os.WriteFile(d.path("commands.sh"), []byte(script), 0o755); err != nil {
+		fmt.Fprintf(os.Stderr, "demo: failed to write commands.sh: %v\n", err)
+		return
+	}
+	fmt.Printf("\nKept %s (-keep). Every process is stopped; commands.sh there holds the\ncommand lines the demo ran, in order, to start them again by hand:\n  sh %s\n", d.dir, d.path("commands.sh"))
+}
+
+// record notes a command line for commands.sh (-keep), with its
+// environment and a shell suffix such as " &".
+func (d *demo) record(env []string, exe string, args []string, suffix string) {
+	var b strings.Builder
+	if d.setup != "" {
+		b.WriteString("# ")
+	}
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		fmt.Fprintf(&b, "%s=%s ", k, shellQuote(v))
+	}
+	b.WriteString(shellQuote(exe))
+	for _, a := range args {
+		b.WriteString(" " + shellQuote(a))
+	}
+	if d.setup != "" {
+		suffix = d.setup
+	}
+	d.commands = append(d.commands, b.String()+suffix)
+}
+
+// shellQuote quotes s for sh when it holds anything but safe characters.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:=,@+%") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // writeMeasurements writes what `nitro-cli build-enclave` prints for an
