@@ -83,7 +83,7 @@ func newFlagSet(c *Config) *flag.FlagSet {
 	fs.StringVar(&c.Credentials, "credentials", "imds", "where AWS credentials come from: imds, push or env")
 	fs.StringVar(&c.IMDSDial, "imds-dial", "vsock://3:8002", "vsock-proxy to 169.254.169.254:80, for --credentials imds")
 	fs.StringVar(&c.NSM, "nsm", "device", "attestation source: device (/dev/nsm) or sim (only in binaries built with -tags nsmsim)")
-	fs.StringVar(&c.SimCA, "sim-ca", "", "with --nsm sim: the directory `kmsproxyctl dev ca` wrote")
+	fs.StringVar(&c.SimCA, "sim-ca", "", "with --nsm sim: the `DIR` that kmsproxyctl dev ca wrote")
 	fs.StringVar(&c.SimPCRs, "sim-pcrs", "", "with --nsm sim: nitro-cli measurements JSON for the simulated PCRs (debug-mode zeros without it)")
 	fs.DurationVar(&c.AttestationTTL, "attestation-ttl", 5*time.Minute, "reuse one attestation document per key this long; 0 = a fresh one per request")
 	fs.DurationVar(&c.KeyRotation, "key-rotation", time.Hour, "replace the recipient RSA key this often (next key pre-generated); 0 = never")

@@ -2,6 +2,7 @@ package docs
 
 import (
 	"bufio"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -19,7 +20,15 @@ import (
 type flagInfo struct {
 	Name    string
 	Default string // "" when -h shows none
+	Usage   string // the usage text, on one line, without "(default ...)"
+	// Placeholder is the value's name after the flag ("DURATION",
+	// "FILE"), taken by flag.UnquoteUsage from the first backquoted word
+	// of the usage.
+	Placeholder string
 }
+
+// update rewrites docs/configuration.md's meaning column from -h.
+var update = flag.Bool("update", false, "rewrite the meaning column of docs/configuration.md's flag tables from the binaries' -h")
 
 // scope is a binary, or "kmsproxyctl <command>".
 type scope = string
@@ -84,15 +93,41 @@ func parseFlags(out string) []flagInfo {
 		line = strings.TrimRight(line, "\n")
 		if m := flagLineRE.FindStringSubmatch(line); m != nil {
 			flags = append(flags, flagInfo{Name: m[1]})
-			line = line[len(m[0]):]
-		} else if len(flags) == 0 || !strings.HasPrefix(line, "    ") {
+			// After the name: the value's placeholder ("duration",
+			// "FILE"), and the usage only when it follows on the same
+			// line after a tab (one-letter flags).
+			if rest := line[len(m[0]):]; strings.HasSuffix(m[0], "\t") {
+				line = rest
+			} else {
+				var ph string
+				ph, line, _ = strings.Cut(rest, "\t")
+				flags[len(flags)-1].Placeholder = strings.TrimSpace(ph)
+			}
+		} else if len(flags) == 0 || !strings.HasPrefix(line, "    \t") {
+			// flag.PrintDefaults indents a usage's lines with four
+			// spaces and a tab; anything else (Examples: lines) is not
+			// part of a flag.
 			continue
 		}
-		if m := defaultRE.FindStringSubmatch(strings.TrimSpace(line)); m != nil {
-			flags[len(flags)-1].Default = m[1]
+		f := &flags[len(flags)-1]
+		text := strings.TrimSpace(line)
+		if m := defaultRE.FindStringSubmatchIndex(text); m != nil {
+			f.Default = text[m[2]:m[3]]
+			text = strings.TrimSpace(text[:m[0]])
+		}
+		if text != "" {
+			f.Usage = strings.TrimSpace(f.Usage + " " + text)
 		}
 	}
 	return flags
+}
+
+// normalizeMeaning is a meaning as the table and -h must agree on it:
+// backquotes (Markdown code) and escaped pipes undone, spaces collapsed.
+func normalizeMeaning(s string) string {
+	s = strings.ReplaceAll(s, "`", "")
+	s = strings.ReplaceAll(s, `\|`, "|")
+	return strings.Join(strings.Fields(s), " ")
 }
 
 // actualFlags returns the flags of every scope, from the binaries.
@@ -141,6 +176,7 @@ type docFlag struct {
 	Name    string
 	Env     string // the environment column; "" when the table has none
 	Default string // the default column, backquotes removed
+	Meaning string // the meaning column, as written
 	Line    int
 }
 
@@ -188,7 +224,7 @@ func parseReference(text string) (map[scope][]docFlag, []string) {
 			cols = nil
 			continue
 		}
-		cells := strings.Split(strings.Trim(strings.TrimSpace(line), "|"), "|")
+		cells := splitRow(line)
 		for i := range cells {
 			cells[i] = strings.TrimSpace(cells[i])
 		}
@@ -214,22 +250,91 @@ func parseReference(text string) (map[scope][]docFlag, []string) {
 		if i, ok := cols["default"]; ok && i < len(cells) {
 			f.Default = strings.ReplaceAll(cells[i], "`", "")
 		}
+		if i, ok := cols["meaning"]; ok && i < len(cells) {
+			f.Meaning = cells[i]
+		}
 		docs[cur] = append(docs[cur], f)
 	}
 	return docs, problems
+}
+
+// splitRow splits a Markdown table row into its cells; "\|" is a pipe
+// inside a cell.
+func splitRow(line string) []string {
+	line = strings.TrimSpace(line)
+	line = strings.TrimPrefix(line, "|")
+	if strings.HasSuffix(line, "|") && !strings.HasSuffix(line, `\|`) {
+		line = line[:len(line)-1]
+	}
+	var cells []string
+	var cur strings.Builder
+	for i := 0; i < len(line); i++ {
+		switch {
+		case line[i] == '\\' && i+1 < len(line) && line[i+1] == '|':
+			cur.WriteString(`\|`)
+			i++
+		case line[i] == '|':
+			cells = append(cells, cur.String())
+			cur.Reset()
+		default:
+			cur.WriteByte(line[i])
+		}
+	}
+	return append(cells, cur.String())
 }
 
 // TestConfigurationReferenceMatchesFlags is the check the reference exists
 // for: every flag documented, no flag invented, defaults and environment
 // variables right.
 func TestConfigurationReferenceMatchesFlags(t *testing.T) {
-	text, err := os.ReadFile(filepath.Join(harness.RepoRootT(t), "docs", "configuration.md"))
+	path := filepath.Join(harness.RepoRootT(t), "docs", "configuration.md")
+	text, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range compareReference(actualFlags(t), string(text)) {
+	actual := actualFlags(t)
+	if *update {
+		updated := updateMeanings(actual, string(text))
+		if err := os.WriteFile(path, []byte(updated), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		text = []byte(updated)
+	}
+	for _, p := range compareReference(actual, string(text)) {
 		t.Error(p)
 	}
+	// A backquoted phrase in a usage becomes the flag's placeholder
+	// ("-sim-ca kmsproxyctl dev ca"): one word only.
+	for s, flags := range actual {
+		for _, f := range flags {
+			if strings.ContainsAny(f.Placeholder, " \t") {
+				t.Errorf("%s -h shows -%s %s: backquotes in a usage name the value, one word (e.g. `DIR`)", s, f.Name, f.Placeholder)
+			}
+		}
+	}
+}
+
+// updateMeanings returns text with the meaning cell of every documented flag
+// replaced by the flag's usage from -h.
+func updateMeanings(actual map[scope][]flagInfo, text string) string {
+	docs, _ := parseReference(text)
+	usage := map[int]string{} // line number -> usage
+	for s, rows := range docs {
+		for _, d := range rows {
+			for _, f := range actual[s] {
+				if f.Name == d.Name && normalizeMeaning(d.Meaning) != normalizeMeaning(f.Usage) {
+					usage[d.Line] = f.Usage
+				}
+			}
+		}
+	}
+	lines := strings.SplitAfter(text, "\n")
+	for n, u := range usage {
+		line := strings.TrimRight(lines[n-1], "\n")
+		i := strings.LastIndex(strings.TrimSuffix(strings.TrimSpace(line), "|"), "|")
+		lines[n-1] = line[:i+1] + " " + strings.ReplaceAll(u, "|", `\|`) + " |\n"
+	}
+	return strings.Join(lines, "")
 }
 
 // compareReference returns every disagreement between the flags the
@@ -272,6 +377,10 @@ func compareReference(actual map[scope][]flagInfo, text string) []string {
 					add("docs/configuration.md line %d: kmsproxyd --%s has environment %q, want %q", d.Line, f.Name, d.Env, want)
 				}
 			}
+			if normalizeMeaning(d.Meaning) != normalizeMeaning(f.Usage) {
+				add("docs/configuration.md line %d: %s --%s means %q there, but -h says %q (go test ./test/docs -run Reference -update rewrites it)",
+					d.Line, s, f.Name, normalizeMeaning(d.Meaning), f.Usage)
+			}
 			if f.Default != "" {
 				want := strings.Trim(f.Default, `"`)
 				if strings.Trim(d.Default, `"`) != want {
@@ -300,9 +409,9 @@ func compareReference(actual map[scope][]flagInfo, text string) []string {
 
 func TestCompareReference(t *testing.T) {
 	actual := map[scope][]flagInfo{
-		"kmsproxyd":           {{Name: "region"}, {Name: "key-bits", Default: "2048"}},
-		"devkms":              {{Name: "listen", Default: `"tcp://127.0.0.1:4599"`}},
-		"kmsproxyctl decrypt": {{Name: "raw"}},
+		"kmsproxyd":           {{Name: "region", Usage: "r"}, {Name: "key-bits", Default: "2048", Usage: "k"}},
+		"devkms":              {{Name: "listen", Default: `"tcp://127.0.0.1:4599"`, Usage: "l"}},
+		"kmsproxyctl decrypt": {{Name: "raw", Usage: "r"}},
 	}
 	good := "## kmsproxyd\n\n| flag | environment | default | meaning |\n| --- | --- | --- | --- |\n" +
 		"| `--region` | `KMSPROXY_REGION` | | r |\n| `--key-bits` | `KMSPROXY_KEY_BITS` | `2048` | k |\n\n" +
@@ -322,6 +431,7 @@ func TestCompareReference(t *testing.T) {
 		{"command that does not exist", "### kmsproxyctl decrypt", "### kmsproxyctl decript", "documents kmsproxyctl decript, which does not exist"},
 		{"flag outside a section", "## kmsproxyctl\n", "## Other\n\n| flag | meaning |\n| --- | --- |\n| `--x` | x |\n\n## kmsproxyctl\n", "--x is documented outside"},
 		{"twice", "| `--raw` | | r |\n", "| `--raw` | | r |\n| `--raw` | | r |\n", "--raw is documented twice"},
+		{"meaning differs from -h", "| `--raw` | | r |\n", "| `--raw` | | r, and an example pasted in |\n", `kmsproxyctl decrypt --raw means "r, and an example pasted in" there, but -h says "r"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -496,11 +606,24 @@ func checkCommandLine(actual map[scope][]flagInfo, line string, checked *int) []
 
 // The parsers above must read the real formats; these pin them down.
 func TestParseFlags(t *testing.T) {
-	out := "Flags:\n  -attestation-ttl duration\n    \treuse (default 5m0s)\n  -json\n    \tsame as --output json\n  -sim-ca kmsproxyctl dev ca\n    \tthe directory\n  -x\tone letter (default \"a b\")\n  -long string\n    \tfirst line\n    \tsecond line (default \"vsock://:5000\")\n"
+	out := "Flags:\n  -attestation-ttl duration\n    \treuse (default 5m0s)\n  -json\n    \tsame as --output json\n  -sim-ca kmsproxyctl dev ca\n    \tthe directory\n  -x\tone letter (default \"a b\")\n  -long string\n    \tfirst line\n    \tsecond line (default \"vsock://:5000\")\n\nExamples:\n  kmsproxyctl x \\\n      --not-usage y\n"
 	got := parseFlags(out)
-	want := []flagInfo{{"attestation-ttl", "5m0s"}, {"json", ""}, {"sim-ca", ""}, {"x", `"a b"`}, {"long", `"vsock://:5000"`}}
+	want := []flagInfo{{"attestation-ttl", "5m0s", "reuse", "duration"}, {"json", "", "same as --output json", ""}, {"sim-ca", "", "the directory", "kmsproxyctl dev ca"}, {"x", `"a b"`, "one letter", ""}, {"long", `"vsock://:5000"`, "first line second line", "string"}}
 	if !slices.Equal(got, want) {
 		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+func TestUpdateMeanings(t *testing.T) {
+	actual := map[scope][]flagInfo{"kmsproxyctl decrypt": {{Name: "raw", Usage: "write | raw"}, {Name: "json", Usage: "same"}}}
+	text := "## kmsproxyctl\n\n### kmsproxyctl decrypt\n\n| flag | default | meaning |\n| --- | --- | --- |\n| `--raw` | | stale, with examples |\n| `--json` | | same |\n"
+	got := updateMeanings(actual, text)
+	want := strings.Replace(text, "stale, with examples", `write \| raw`, 1)
+	if got != want {
+		t.Errorf("updateMeanings:\n%s\nwant:\n%s", got, want)
+	}
+	if p := compareReference(actual, got); len(p) != 0 {
+		t.Errorf("after update: %q", p)
 	}
 }
 
