@@ -58,11 +58,10 @@ func (l *stringList) Set(s string) error { *l = append(*l, s); return nil }
 func run(args []string, stdout, stderr io.Writer) int {
 	cfg := devkms.DefaultConfig()
 	fs := flag.NewFlagSet("devkms", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, usage)
-		fs.PrintDefaults()
-	}
+	// Parse errors are reported below in one line with a hint, as
+	// kmsproxyd and kmsproxyctl report theirs; -h prints the usage on stdout.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	var trustRoots stringList
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "address to serve on: tcp://HOST:PORT or unix:///path")
 	fs.StringVar(&cfg.StatePath, "state", "", "JSON `file` keeping keys, aliases and policies across restarts (atomic writes); in memory if absent")
@@ -82,8 +81,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	version := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, usage)
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
 			return 0
 		}
+		fmt.Fprintf(stderr, "devkms: error: %v\ndevkms: hint: run devkms -h for the flags and examples\n", err)
 		return 2
 	}
 	if *version {
@@ -116,6 +119,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// A second signal during the shutdown ends devkms at once.
+	context.AfterFunc(ctx, stop)
 	if err := srv.ListenAndServe(ctx); err != nil {
 		fmt.Fprintf(stderr, "devkms: error: %v\n", err)
 		return 1

@@ -32,6 +32,9 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	// The first signal stops the command (the bridge drains, credentials
+	// push --watch ends); a second one ends the process at once.
+	context.AfterFunc(ctx, stop)
 	code := run(ctx, &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, isTerminal: isTerminal}, os.Args[1:])
 	stop()
 	os.Exit(code)

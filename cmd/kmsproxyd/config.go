@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strings"
@@ -16,6 +17,22 @@ import (
 // envPrefix: every flag can also be set as KMSPROXY_<FLAG_IN_CAPS>, dashes
 // as underscores (e.g. KMSPROXY_LISTEN_PARENT). The flag wins.
 const envPrefix = "KMSPROXY_"
+
+// Bounds of the recipient key's timings.
+const (
+	// MaxAttestationTTL is the longest kmsproxyd reuses one attestation
+	// document. KMS does not publish how old a Recipient document it
+	// accepts; AWS's own enclave tools (kmstool, the Nitro Enclaves SDK)
+	// attest for every call, and devkms, like kmsproxyd's tests, accepts
+	// documents up to 5 minutes old by default. A longer reuse would only
+	// move failures from start-up to the first request after 5 minutes.
+	MaxAttestationTTL = 5 * time.Minute
+	// MinKeyRotation is the shortest key rotation: each rotation generates
+	// an RSA key (tens of milliseconds for 2048 bits, up to seconds for
+	// 4096) and asks the NSM for a document, so rotating faster than this
+	// spends the enclave's CPU on keys instead of requests.
+	MinKeyRotation = time.Minute
+)
 
 // flagHelp is returned by parseConfig after -h printed the usage.
 var flagHelp = flag.ErrHelp
@@ -85,8 +102,8 @@ func newFlagSet(c *Config) *flag.FlagSet {
 	fs.StringVar(&c.NSM, "nsm", "device", "attestation source: device (/dev/nsm) or sim (only in binaries built with -tags nsmsim)")
 	fs.StringVar(&c.SimCA, "sim-ca", "", "with --nsm sim: the `DIR` that kmsproxyctl dev ca wrote")
 	fs.StringVar(&c.SimPCRs, "sim-pcrs", "", "with --nsm sim: nitro-cli measurements JSON for the simulated PCRs (debug-mode zeros without it)")
-	fs.DurationVar(&c.AttestationTTL, "attestation-ttl", 5*time.Minute, "reuse one attestation document per key this long; 0 = a fresh one per request")
-	fs.DurationVar(&c.KeyRotation, "key-rotation", time.Hour, "replace the recipient RSA key this often (next key pre-generated); 0 = never")
+	fs.DurationVar(&c.AttestationTTL, "attestation-ttl", 5*time.Minute, "reuse one attestation document per key this long, at most 5m; 0 = a fresh one per request")
+	fs.DurationVar(&c.KeyRotation, "key-rotation", time.Hour, "replace the recipient RSA key this often, at least 1m (next key pre-generated); 0 = never")
 	fs.IntVar(&c.KeyBits, "key-bits", 2048, "recipient RSA key size: 2048, 3072 or 4096")
 	fs.StringVar(&c.Policy, "policy", "", "YAML listener policy file (default: built-in, every operation with plaintext on both listeners)")
 	fs.IntVar(&c.MaxInflight, "max-inflight", 256, "concurrent requests; beyond it callers get ThrottlingException")
@@ -95,26 +112,35 @@ func newFlagSet(c *Config) *flag.FlagSet {
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "json or text")
 	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage)
-		fs.PrintDefaults()
-	}
+	// Parse errors are reported by run, in one line with a hint, as
+	// kmsproxyctl and devkms report theirs; -h prints the usage (printUsage).
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	return fs
+}
+
+// printUsage writes kmsproxyd -h.
+func printUsage(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprint(w, usage)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
 }
 
 // parseConfig reads flags, then fills every flag not given on the command
 // line from its KMSPROXY_ environment variable.
-func parseConfig(args []string, getenv func(string) string) (*Config, error) {
+func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (*Config, error) {
 	var c Config
 	fs := newFlagSet(&c)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			printUsage(stdout, fs)
 			return nil, flagHelp
 		}
-		return nil, err
+		return nil, usageError{err}
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q (kmsproxyd takes only flags)", fs.Arg(0))
+		return nil, usageError{fmt.Errorf("unexpected argument %q (kmsproxyd takes only flags)", fs.Arg(0))}
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -136,6 +162,12 @@ func parseConfig(args []string, getenv func(string) string) (*Config, error) {
 	c.fs = fs
 	return &c, nil
 }
+
+// usageError is a mistake on the command line: run adds a hint to -h.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
 
 // EnvName is the environment variable for a flag name.
 func EnvName(flagName string) string {
@@ -189,10 +221,12 @@ func (c *Config) Validate() error {
 	switch {
 	case c.AttestationTTL < 0:
 		return errors.New("--attestation-ttl must not be negative")
+	case c.AttestationTTL > MaxAttestationTTL:
+		return fmt.Errorf("--attestation-ttl %s: at most %s, the age up to which kmsproxyd can count on KMS accepting a document; longer, KMS would refuse the reused document", c.AttestationTTL, MaxAttestationTTL)
 	case c.KeyRotation < 0:
 		return errors.New("--key-rotation must not be negative")
-	case c.KeyRotation > 0 && c.KeyRotation < 100*time.Millisecond:
-		return errors.New("--key-rotation below 100ms leaves no time to generate the next key")
+	case c.KeyRotation > 0 && c.KeyRotation < MinKeyRotation:
+		return fmt.Errorf("--key-rotation %s: at least %s (or 0 for never); each key needs its own RSA key generation and NSM attestation, which take up to seconds for larger keys", c.KeyRotation, MinKeyRotation)
 	case c.MaxInflight < 1:
 		return errors.New("--max-inflight must be at least 1")
 	case c.UpstreamConns < 1:

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"os/exec"
 	"strings"
 	"testing"
@@ -20,7 +21,7 @@ func TestParseConfigFlagWinsOverEnv(t *testing.T) {
 			"KMSPROXY_KEY_BITS":        "4096",
 			"KMSPROXY_ATTESTATION_TTL": "0s",
 			"KMSPROXY_LISTEN_LOCAL":    "",
-		}))
+		}), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +54,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{name: "positional", args: []string{"serve"}, want: "unexpected argument"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := parseConfig(tt.args, env(tt.env))
+			_, err := parseConfig(tt.args, env(tt.env), io.Discard)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("parseConfig error = %v, want one containing %q", err, tt.want)
 			}
@@ -78,6 +79,8 @@ func TestValidate(t *testing.T) {
 		{name: "bad bits", args: []string{"--key-bits", "1024"}, want: "--key-bits"},
 		{name: "negative ttl", args: []string{"--attestation-ttl", "-1s"}, want: "--attestation-ttl"},
 		{name: "tiny rotation", args: []string{"--key-rotation", "1ms"}, want: "--key-rotation"},
+		{name: "rotation that cannot work", args: []string{"--key-rotation", "100ms"}, want: "--key-rotation 100ms: at least 1m0s"},
+		{name: "attestation reused longer than KMS accepts", args: []string{"--attestation-ttl", "10m"}, want: "--attestation-ttl 10m0s: at most 5m0s"},
 		{name: "zero inflight", args: []string{"--max-inflight", "0"}, want: "--max-inflight"},
 		{name: "zero conns", args: []string{"--upstream-conns", "0"}, want: "--upstream-conns"},
 		{name: "zero timeout", args: []string{"--request-timeout", "0s"}, want: "--request-timeout"},
@@ -86,7 +89,7 @@ func TestValidate(t *testing.T) {
 		{name: "missing ca file", args: []string{"--kms-ca", "/nonexistent/ca.pem"}, want: "--kms-ca"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := parseConfig(tt.args, env(nil))
+			c, err := parseConfig(tt.args, env(nil), io.Discard)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -152,5 +155,26 @@ func TestProductionBinaryHasNoSimulator(t *testing.T) {
 	}
 	if sim := deps("-tags", "nsmsim"); !strings.Contains(sim, "github.com/enclavekit/kmsproxy/internal/nsmsim\n") {
 		t.Errorf("the nsmsim build does not link the simulator")
+	}
+}
+
+// TestUsageConvention: an unknown flag is one error line and a hint, as
+// kmsproxyctl and devkms report it; -h prints the usage on stdout.
+func TestUsageConvention(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"--bogus"}, env(nil), &stdout, &stderr); code != 2 {
+		t.Errorf("exit status %d, want 2", code)
+	}
+	want := "kmsproxyd: error: flag provided but not defined: -bogus\nkmsproxyd: hint: run kmsproxyd -h for the flags and examples\n"
+	if stderr.String() != want || stdout.Len() != 0 {
+		t.Errorf("stderr:\n%s\nstdout:\n%s\nwant stderr:\n%s", stderr.String(), stdout.String(), want)
+	}
+	stdout.Reset()
+	stderr.Reset()
+	if code := run([]string{"-h"}, env(nil), &stdout, &stderr); code != 0 {
+		t.Errorf("-h: exit status %d, want 0", code)
+	}
+	if !strings.Contains(stdout.String(), "Examples:") || !strings.Contains(stdout.String(), "-listen-parent") || stderr.Len() != 0 {
+		t.Errorf("-h: stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
 	}
 }

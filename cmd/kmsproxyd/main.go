@@ -39,12 +39,16 @@ func main() {
 
 func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	start := time.Now()
-	cfg, err := parseConfig(args, getenv)
+	cfg, err := parseConfig(args, getenv, stdout)
 	if errors.Is(err, flagHelp) {
 		return 0
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "kmsproxyd: error: %v\n", err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintln(stderr, "kmsproxyd: hint: run kmsproxyd -h for the flags and examples")
+		}
 		return 2
 	}
 	if cfg.Version {
@@ -58,6 +62,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	log := newLogger(cfg, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// The first signal starts the drain; stop then gives the signals
+	// their default action back, so a second one ends the process at once.
+	context.AfterFunc(ctx, stop)
 	if err := serve(ctx, cfg, log, start); err != nil {
 		var se startupError
 		if errors.As(err, &se) {
@@ -244,7 +251,8 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, start time.Time) 
 
 	g.Go(func() error {
 		<-gctx.Done()
-		log.Info("shutting down: draining requests", "deadline", (cfg.RequestTimeout + drainGrace).String())
+		log.Info("shutting down: draining requests", "deadline", (cfg.RequestTimeout + drainGrace).String(),
+			"note", "a second SIGTERM or Ctrl-C stops at once")
 		dctx, cancel := context.WithTimeout(context.Background(), cfg.RequestTimeout+drainGrace)
 		defer cancel()
 		var errs []error

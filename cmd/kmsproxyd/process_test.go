@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 
 	"github.com/enclavekit/kmsproxy/client"
@@ -146,6 +147,18 @@ func (d *daemon) poll(t *testing.T, path, want, what string) {
 	}
 }
 
+// waitLog waits until kmsproxyd has logged a line containing s.
+func (d *daemon) waitLog(t *testing.T, s string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(d.out.String(), s) {
+		if time.Now().After(deadline) {
+			t.Fatalf("kmsproxyd did not log %q within 30s:\n%s", s, d.out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func (d *daemon) exitCode(t *testing.T) int {
 	t.Helper()
 	select {
@@ -221,6 +234,42 @@ func TestDaemonServesAndDrains(t *testing.T) {
 	}
 	if strings.Contains(logs, "drain me") || strings.Contains(logs, devkmstest.AnonymousSecretAccessKey) {
 		t.Error("a plaintext or the secret key appears in kmsproxyd's logs")
+	}
+}
+
+// TestDaemonSecondSignalStopsAtOnce: a second SIGTERM during the drain ends
+// kmsproxyd without waiting for the request still in flight.
+func TestDaemonSecondSignalStopsAtOnce(t *testing.T) {
+	ca, caDir := simCADir(t)
+	kmsd := devkmstest.Start(t, devkmstest.WithTrustRoots(ca.RootCertificate()))
+	d := startDaemon(t, kmsd, caDir, "--request-timeout", "60s")
+	d.waitReady(t)
+	ctx := context.Background()
+	c, err := client.New(ctx, "unix://"+d.parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kmsd.SetFaults(devkms.Faults{Latency: devkms.MaxFaultLatency})
+	slow := make(chan error, 1)
+	go func() {
+		_, err := c.GenerateRandom(ctx, &kms.GenerateRandomInput{NumberOfBytes: aws.Int32(8)})
+		slow <- err
+	}()
+	d.waitMetric(t, "kmsproxy_inflight_requests 1")
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	d.waitLog(t, "shutting down: draining requests")
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	d.exitCode(t)
+	ws, ok := d.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+		t.Errorf("kmsproxyd ended with %v, want killed by the second SIGTERM", d.cmd.ProcessState)
+	}
+	if err := <-slow; err == nil {
+		t.Error("the request in flight succeeded, so kmsproxyd waited for the drain")
 	}
 }
 
