@@ -67,6 +67,11 @@ func (p *process) exited() bool {
 // stop sends SIGTERM, waits up to stopTimeout, then kills, and returns the
 // exit code (-1 when killed by a signal).
 func (p *process) stop() int {
+	select {
+	case <-p.done: // already gone (it was signalled before)
+		return p.cmd.ProcessState.ExitCode()
+	default:
+	}
 	p.signal(syscall.SIGTERM)
 	select {
 	case <-p.done:
