@@ -1,6 +1,10 @@
-// Package attestation reads, verifies and requests AWS Nitro Enclaves
-// attestation documents: the COSE_Sign1 objects the Nitro Secure Module
-// (NSM) signs to prove which enclave image is running.
+// Package attestation reads, verifies and requests AWS Nitro attestation
+// documents: the COSE_Sign1 objects the Nitro Hypervisor signs to prove
+// what runs. They come in two kinds (Kind): a Nitro Enclave's, from its
+// Nitro Secure Module (NSM), whose `pcrs` measure the enclave image, and an
+// EC2 instance's, from its NitroTPM, whose `nitrotpm_pcrs` measure the
+// instance's boot. Both are signed in the same form under the same AWS
+// Nitro root, and KMS accepts either as a Recipient.
 //
 // kmsproxyd sends its own document to KMS with every attested call, devkms
 // and `kmsproxyctl attest verify` check documents the way KMS does, and
@@ -10,10 +14,11 @@
 // a document (Attester, implemented by the NSM device here and by the
 // simulator in internal/nsmsim).
 //
-// The format facts this package relies on come from AWS's specification
-// (https://docs.aws.amazon.com/enclaves/latest/user/verify-root.html and
-// aws/aws-nitro-enclaves-nsm-api docs/attestation_process.md) and from real
-// documents (testdata/real).
+// The format facts this package relies on come from AWS's specifications
+// (https://docs.aws.amazon.com/enclaves/latest/user/verify-root.html,
+// aws/aws-nitro-enclaves-nsm-api docs/attestation_process.md, and for
+// NitroTPM https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/nitrotpm-attestation-document-validate.html)
+// and from real documents (testdata/real, testdata/nitrotpm).
 package attestation
 
 import (
@@ -57,9 +62,9 @@ const (
 	// specification sets no count, but MaxPayloadSize over
 	// MaxCertificateSize bounds a valid bundle at 16.
 	MaxCABundleLen = MaxPayloadSize / MaxCertificateSize
-	// MaxModuleIDLen bounds module_id. The specification only requires it to
-	// be non-empty; real IDs are 39 bytes ("i-" + 17 hex digits + "-enc" +
-	// 16 hex digits), so 256 leaves ample room.
+	// MaxModuleIDLen bounds module_id while decoding. The specification only
+	// requires it to be non-empty; real IDs are 39 bytes (see
+	// ValidateModuleID), so 256 leaves ample room.
 	MaxModuleIDLen = 256
 	// MaxPCRs is the most PCRs a document may list: `index = 0..31`.
 	MaxPCRs = 32
@@ -67,9 +72,58 @@ const (
 	// all real documents in testdata/real have exactly 16). Verify
 	// requires exactly these.
 	PCRCount = 16
-	// PCRSize is the size of a SHA-384 PCR, the only bank Nitro Enclaves use.
+	// NitroTPMPCRCount is how many PCRs every NitroTPM document carries:
+	// PCR0-23, the TPM's whole SHA-384 bank (a TPM 2.0 PC Client platform
+	// has 24 PCRs; all real documents in testdata/nitrotpm have exactly
+	// 24). Verify requires exactly these.
+	NitroTPMPCRCount = 24
+	// PCRSize is the size of a SHA-384 PCR, the only bank either kind of
+	// document reports.
 	PCRSize = 48
 )
+
+// Kind says which part of the Nitro system produced a document.
+type Kind int
+
+const (
+	// KindEnclave is a Nitro Enclave's document, from its NSM: `pcrs`
+	// (PCR0-15) measure the enclave image, module_id is
+	// "i-<instance>-enc<enclave>".
+	KindEnclave Kind = iota + 1
+	// KindNitroTPM is an EC2 instance's document, from its NitroTPM:
+	// `nitrotpm_pcrs` (PCR0-23) measure the instance's boot, module_id is
+	// "i-<instance>-tpm<16 hex digits>". KMS evaluates its PCRs under
+	// kms:RecipientAttestation:NitroTPMPCR<n>.
+	KindNitroTPM
+)
+
+// String names the kind for people: "Nitro Enclave" or "NitroTPM".
+func (k Kind) String() string {
+	switch k {
+	case KindEnclave:
+		return "Nitro Enclave"
+	case KindNitroTPM:
+		return "NitroTPM"
+	}
+	return "unknown kind"
+}
+
+// Field is the payload field that holds the kind's PCRs: "pcrs" or
+// "nitrotpm_pcrs".
+func (k Kind) Field() string {
+	if k == KindNitroTPM {
+		return "nitrotpm_pcrs"
+	}
+	return "pcrs"
+}
+
+// PCRCount is how many PCRs a document of this kind carries.
+func (k Kind) PCRCount() int {
+	if k == KindNitroTPM {
+		return NitroTPMPCRCount
+	}
+	return PCRCount
+}
 
 // maxNesting bounds CBOR nesting. The deepest NSM structure is the payload
 // map holding the pcrs map (2 levels inside a payload bstr, which is decoded
@@ -110,16 +164,22 @@ var dec = func() cbor.DecMode {
 
 // Document is a parsed attestation document. Parse fills every field from
 // the signed payload; nothing in it is trustworthy until Verify succeeds.
+//
+// Exactly one of PCRs and NitroTPMPCRs is set, as Kind says: code that
+// reads PCRs sees none in an instance's document, so an enclave's
+// measurements can never be taken from a NitroTPM document by mistake.
 type Document struct {
-	ModuleID    string
-	Digest      string
-	Timestamp   time.Time      // from the ms field, UTC
-	PCRs        map[int][]byte // index -> value (48 bytes in real documents)
-	Certificate []byte         // DER leaf that signed the document
-	CABundle    [][]byte       // DER, root first, as NSM orders them
-	PublicKey   []byte         // nil when null or empty; not necessarily a DER key
-	UserData    []byte         // nil when null or empty
-	Nonce       []byte         // nil when null or empty
+	Kind         Kind
+	ModuleID     string
+	Digest       string
+	Timestamp    time.Time      // from the ms field, UTC
+	PCRs         map[int][]byte // an enclave's pcrs: index -> value (48 bytes in real documents)
+	NitroTPMPCRs map[int][]byte // an instance's nitrotpm_pcrs: index -> value
+	Certificate  []byte         // DER leaf that signed the document
+	CABundle     [][]byte       // DER, root first, as NSM orders them
+	PublicKey    []byte         // nil when null or empty; not necessarily a DER key
+	UserData     []byte         // nil when null or empty
+	Nonce        []byte         // nil when null or empty
 
 	// The COSE_Sign1 pieces Verify needs.
 	protected []byte // content of the protected header bstr
@@ -150,12 +210,15 @@ const (
 
 const cborNull = 0xf6
 
-// Parse decodes an attestation document: an untagged COSE_Sign1 (tag 18 is
-// tolerated) whose payload is NSM's attestation map. It checks the structure
-// and every field against NSM's limits, and parses the certificates, but it
-// verifies nothing; call Verify before trusting any field. Errors are
-// *Error values (CheckMalformed, CheckTooLarge, CheckAlgorithm, CheckDigest,
-// CheckPCRs).
+// Parse decodes an attestation document of either kind: an untagged
+// COSE_Sign1 (tag 18 is tolerated) whose payload is the attestation map
+// with `pcrs` (an enclave's) or `nitrotpm_pcrs` (an instance's). It checks
+// the structure and every field against NSM's limits, that the document is
+// of exactly one kind and that its module_id has that kind's form, and
+// parses the certificates, but it verifies nothing; call Verify before
+// trusting any field. Errors are *Error values (CheckMalformed,
+// CheckTooLarge, CheckAlgorithm, CheckDigest, CheckPCRs, CheckKind,
+// CheckModuleID).
 func Parse(b []byte) (*Document, error) {
 	if len(b) > MaxDocumentSize {
 		return nil, newError(CheckTooLarge, fmt.Sprintf("document is %d bytes; the limit is %d", len(b), MaxDocumentSize), nil)
@@ -305,11 +368,17 @@ func checkUnprotected(raw cbor.RawMessage) error {
 }
 
 // payloadFields lists the attestation map's keys in the order NSM writes
-// them. Parse accepts them in any order; any other key is refused.
+// them, with the NitroTPM's nitrotpm_pcrs in the place of pcrs (as in the
+// real documents of testdata/nitrotpm). Parse accepts them in any order;
+// any other key is refused.
 var payloadFields = []string{
-	"module_id", "digest", "timestamp", "pcrs", "certificate", "cabundle",
-	"public_key", "user_data", "nonce",
+	"module_id", "digest", "timestamp", "pcrs", "nitrotpm_pcrs", "certificate",
+	"cabundle", "public_key", "user_data", "nonce",
 }
+
+// requiredFields must be present and not null in every document; one of
+// pcrs and nitrotpm_pcrs is required too (see documentKind).
+var requiredFields = []string{"module_id", "digest", "timestamp", "certificate", "cabundle"}
 
 // decodePayload decodes and checks the attestation map (attestation_process.md
 // §3.2.2): required fields present and not null, types, and NSM's limits.
@@ -334,7 +403,7 @@ func decodePayload(payload []byte) (*Document, error) {
 			}
 		}
 	}
-	for _, k := range payloadFields[:6] {
+	for _, k := range requiredFields {
 		raw, ok := m[k]
 		if !ok {
 			return nil, newError(CheckMalformed, "payload has no "+k, nil)
@@ -343,9 +412,12 @@ func decodePayload(payload []byte) (*Document, error) {
 			return nil, newError(CheckMalformed, k+" is null", nil)
 		}
 	}
+	kind, err := documentKind(m)
+	if err != nil {
+		return nil, err
+	}
 
-	doc := &Document{}
-	var err error
+	doc := &Document{Kind: kind}
 	if doc.ModuleID, err = text(m["module_id"], "module_id"); err != nil {
 		return nil, err
 	}
@@ -354,6 +426,9 @@ func decodePayload(payload []byte) (*Document, error) {
 	}
 	if len(doc.ModuleID) > MaxModuleIDLen {
 		return nil, newError(CheckTooLarge, fmt.Sprintf("module_id is %d bytes; the limit is %d", len(doc.ModuleID), MaxModuleIDLen), nil)
+	}
+	if err := ValidateModuleID(kind, doc.ModuleID); err != nil {
+		return nil, err
 	}
 
 	if doc.Digest, err = text(m["digest"], "digest"); err != nil {
@@ -380,8 +455,14 @@ func decodePayload(payload []byte) (*Document, error) {
 	}
 	doc.Timestamp = time.UnixMilli(int64(ms)).UTC()
 
-	if doc.PCRs, err = decodePCRs(m["pcrs"]); err != nil {
+	pcrs, err := decodePCRs(m[kind.Field()], kind.Field())
+	if err != nil {
 		return nil, err
+	}
+	if kind == KindNitroTPM {
+		doc.NitroTPMPCRs = pcrs
+	} else {
+		doc.PCRs = pcrs
 	}
 
 	if doc.Certificate, err = bstr(m["certificate"], "certificate"); err != nil {
@@ -407,6 +488,71 @@ func decodePayload(payload []byte) (*Document, error) {
 	return doc, nil
 }
 
+// documentKind tells the kind from which PCR map the payload holds: pcrs
+// (an enclave's NSM) or nitrotpm_pcrs (an instance's NitroTPM), never both
+// and never neither. KMS evaluates the two under different condition keys
+// (kms:RecipientAttestation:PCR<n> and :NitroTPMPCR<n>), so a document that
+// could be read as either is refused rather than guessed at.
+func documentKind(m map[string]cbor.RawMessage) (Kind, error) {
+	enclave, hasEnclave := m["pcrs"]
+	tpm, hasTPM := m["nitrotpm_pcrs"]
+	switch {
+	case hasEnclave && hasTPM:
+		return 0, newError(CheckKind, "payload has both pcrs (a Nitro Enclave's) and nitrotpm_pcrs (a NitroTPM's)", nil)
+	case hasEnclave:
+		if isNull(enclave) {
+			return 0, newError(CheckMalformed, "pcrs is null", nil)
+		}
+		return KindEnclave, nil
+	case hasTPM:
+		if isNull(tpm) {
+			return 0, newError(CheckMalformed, "nitrotpm_pcrs is null", nil)
+		}
+		return KindNitroTPM, nil
+	}
+	return 0, newError(CheckKind, "payload has neither pcrs (a Nitro Enclave's) nor nitrotpm_pcrs (a NitroTPM's)", nil)
+}
+
+// Module IDs of real documents: "i-" and the 17 hex digits of the EC2
+// instance ID, then "-enc" and 16 hex digits for an enclave (e.g.
+// i-0df237f0418feb41e-enc018d1c7ef94eb110 in testdata/real) or "-tpm" and 16
+// hex digits for the instance's NitroTPM (i-030a1f233f8348690-tpm0000000000000000
+// in testdata/nitrotpm). 39 bytes either way.
+const (
+	instanceIDDigits = 17
+	moduleSuffixLen  = 16
+	moduleIDLen      = len("i-") + instanceIDDigits + len("-enc") + moduleSuffixLen
+)
+
+// ValidateModuleID reports, as an *Error with CheckModuleID, whether id does
+// not have the form of kind's module IDs: i-<17 hex digits>-enc<16 hex
+// digits> for an enclave, i-<17 hex digits>-tpm<16 hex digits> for a
+// NitroTPM (lowercase hex, as AWS writes instance IDs). Simulators use it
+// to refuse a module ID Parse would refuse.
+func ValidateModuleID(kind Kind, id string) error {
+	infix := "-enc"
+	if kind == KindNitroTPM {
+		infix = "-tpm"
+	}
+	ok := len(id) == moduleIDLen && id[:2] == "i-" &&
+		isLowerHex(id[2:2+instanceIDDigits]) &&
+		id[2+instanceIDDigits:2+instanceIDDigits+4] == infix &&
+		isLowerHex(id[2+instanceIDDigits+4:])
+	if !ok {
+		return newError(CheckModuleID, fmt.Sprintf("module_id %.64q is not a %s module ID (i-<17 hex digits>%s<16 hex digits>)", id, kind, infix), nil)
+	}
+	return nil
+}
+
+func isLowerHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 func isPayloadField(k string) bool {
 	for _, f := range payloadFields {
 		if f == k {
@@ -426,21 +572,22 @@ func checkCertSize(der []byte, field string) error {
 	return nil
 }
 
-// decodePCRs checks the pcrs map against the specification: 1 to 32
-// entries, unsigned keys 0-31, values of 32, 48 or 64 bytes.
-func decodePCRs(raw cbor.RawMessage) (map[int][]byte, error) {
+// decodePCRs checks a pcrs or nitrotpm_pcrs map (field) against the
+// specification: 1 to 32 entries, unsigned keys 0-31, values of 32, 48 or
+// 64 bytes.
+func decodePCRs(raw cbor.RawMessage, field string) (map[int][]byte, error) {
 	if major(raw) != majorMap {
-		return nil, newError(CheckPCRs, "pcrs is not a map", nil)
+		return nil, newError(CheckPCRs, field+" is not a map", nil)
 	}
 	var m map[uint64]cbor.RawMessage
 	if err := dec.Unmarshal(raw, &m); err != nil {
 		if _, ok := err.(*cbor.MaxMapPairsError); ok {
-			return nil, newError(CheckPCRs, fmt.Sprintf("pcrs has more than %d entries", MaxPCRs), err)
+			return nil, newError(CheckPCRs, fmt.Sprintf("%s has more than %d entries", field, MaxPCRs), err)
 		}
-		return nil, newError(CheckPCRs, "pcrs is not a map of unsigned indexes to byte strings", err)
+		return nil, newError(CheckPCRs, field+" is not a map of unsigned indexes to byte strings", err)
 	}
 	if len(m) == 0 {
-		return nil, newError(CheckPCRs, "pcrs is empty", nil)
+		return nil, newError(CheckPCRs, field+" is empty", nil)
 	}
 	pcrs := make(map[int][]byte, len(m))
 	for idx, v := range m {
@@ -530,3 +677,12 @@ func (d *Document) ChainSubjects() []string {
 // LeafCertificate returns the parsed certificate that signed the document,
 // or nil when d did not come from Parse.
 func (d *Document) LeafCertificate() *x509.Certificate { return d.leaf }
+
+// Measurements returns the PCRs of the document's kind: PCRs for an
+// enclave, NitroTPMPCRs for an instance.
+func (d *Document) Measurements() map[int][]byte {
+	if d.Kind == KindNitroTPM {
+		return d.NitroTPMPCRs
+	}
+	return d.PCRs
+}

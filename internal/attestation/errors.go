@@ -36,6 +36,16 @@ const (
 	CheckNoDevice
 	// CheckDevice: the NSM device failed or refused a request.
 	CheckDevice
+	// CheckKind: the payload holds both an enclave's pcrs and a NitroTPM's
+	// nitrotpm_pcrs, or neither, so it is of no one kind.
+	CheckKind
+	// CheckModuleID: module_id does not have the form of the document's
+	// kind (i-<instance>-enc<enclave> or i-<instance>-tpm<16 hex digits>).
+	CheckModuleID
+	// CheckPublicKey: the document's public_key cannot serve as a KMS
+	// Recipient key (RecipientKey): absent, not DER, or not RSA of a size
+	// KMS takes.
+	CheckPublicKey
 )
 
 var checkNames = map[Check]string{
@@ -51,6 +61,9 @@ var checkNames = map[Check]string{
 	CheckNotYetValid: "certificate not yet valid",
 	CheckNoDevice:    "no NSM device",
 	CheckDevice:      "NSM device failed",
+	CheckKind:        "unknown document kind",
+	CheckModuleID:    "wrong module ID form",
+	CheckPublicKey:   "unusable recipient public key",
 }
 
 // String returns the check's name as it appears in error messages.
@@ -86,6 +99,9 @@ var (
 	ErrNotYetValid = &Error{Check: CheckNotYetValid}
 	ErrNoDevice    = &Error{Check: CheckNoDevice}
 	ErrDevice      = &Error{Check: CheckDevice}
+	ErrKind        = &Error{Check: CheckKind}
+	ErrModuleID    = &Error{Check: CheckModuleID}
+	ErrPublicKey   = &Error{Check: CheckPublicKey}
 )
 
 func (e *Error) Error() string {

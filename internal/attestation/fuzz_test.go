@@ -31,9 +31,10 @@ func FuzzParse(f *testing.F) {
 	}
 	addAll(filepath.Join(vectorDir, "*.cbor"))
 	addAll(filepath.Join("testdata", "real", "*.cbor"))
+	before := seeds
 	addAll(filepath.Join("testdata", "nitrotpm", "*.cbor"))
-	if seeds == 0 {
-		f.Fatal("FuzzParse has no seeds: testdata/vectors is empty")
+	if seeds == 0 || seeds == before {
+		f.Fatal("FuzzParse lacks seeds: testdata/vectors or testdata/nitrotpm is empty")
 	}
 	pools := []*x509.CertPool{vectorRoots(f), attestation.NitroRoots()}
 
@@ -48,8 +49,22 @@ func FuzzParse(f *testing.F) {
 		}
 		if len(doc.PublicKey) > attestation.MaxPublicKeySize || len(doc.UserData) > attestation.MaxUserDataSize ||
 			len(doc.Nonce) > attestation.MaxNonceSize || len(doc.CABundle) > attestation.MaxCABundleLen ||
-			len(doc.PCRs) > attestation.MaxPCRs || doc.ModuleID == "" || len(doc.Certificate) > attestation.MaxCertificateSize {
+			len(doc.PCRs) > attestation.MaxPCRs || len(doc.NitroTPMPCRs) > attestation.MaxPCRs ||
+			doc.ModuleID == "" || len(doc.Certificate) > attestation.MaxCertificateSize {
 			t.Fatalf("Parse accepted a document beyond NSM's limits")
+		}
+		// One kind, its PCR map alone, and a module ID of its form.
+		switch {
+		case doc.Kind == attestation.KindEnclave && len(doc.PCRs) > 0 && doc.NitroTPMPCRs == nil,
+			doc.Kind == attestation.KindNitroTPM && len(doc.NitroTPMPCRs) > 0 && doc.PCRs == nil:
+		default:
+			t.Fatalf("Parse returned a %v document with %d pcrs and %d nitrotpm_pcrs", doc.Kind, len(doc.PCRs), len(doc.NitroTPMPCRs))
+		}
+		if err := attestation.ValidateModuleID(doc.Kind, doc.ModuleID); err != nil {
+			t.Fatalf("Parse accepted module ID %q: %v", doc.ModuleID, err)
+		}
+		if _, err := attestation.RecipientKey(doc); err != nil {
+			checkTyped(t, err, attestation.ErrPublicKey)
 		}
 		if got := len(doc.ChainSubjects()); got != 1+len(doc.CABundle) {
 			t.Fatalf("ChainSubjects has %d entries for %d certificates", got, 1+len(doc.CABundle))

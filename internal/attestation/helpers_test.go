@@ -40,6 +40,13 @@ func newSimFixture(t testing.TB) *simFixture {
 // valid at the earlier time.
 func newSimFixtureAt(t testing.TB, now time.Time) *simFixture {
 	t.Helper()
+	return newSimFixtureOf(t, now, attestation.KindEnclave)
+}
+
+// newSimFixtureOf is newSimFixtureAt for documents of the given kind: an
+// enclave's (pcrs) or a NitroTPM's (nitrotpm_pcrs).
+func newSimFixtureOf(t testing.TB, now time.Time, kind attestation.Kind) *simFixture {
+	t.Helper()
 	ca, err := nsmsim.NewCA()
 	if err != nil {
 		t.Fatal(err)
@@ -50,6 +57,7 @@ func newSimFixtureAt(t testing.TB, now time.Time) *simFixture {
 	}
 	f := &simFixture{ca: ca, leafKey: leafKey, now: now}
 	f.sim, err = nsmsim.New(ca, nsmsim.Options{
+		Kind:       kind,
 		Now:        func() time.Time { return f.now },
 		NewLeafKey: func() (*ecdsa.PrivateKey, error) { return leafKey, nil },
 	})

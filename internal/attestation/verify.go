@@ -18,11 +18,12 @@ import (
 	"github.com/veraison/go-cose"
 )
 
-// Verify checks that doc, as returned by Parse, is an authentic NSM
-// attestation document at time at:
+// Verify checks that doc, as returned by Parse, is an authentic attestation
+// document of its kind at time at:
 //
 //  1. its exported fields still match the signed payload;
-//  2. digest is SHA384 and the PCRs are exactly 0-15 of 48 bytes each;
+//  2. digest is SHA384 and the PCRs are exactly 0-15 (an enclave's pcrs) or
+//     0-23 (a NitroTPM's nitrotpm_pcrs) of 48 bytes each;
 //  3. the leaf certificate's key is ECDSA P-384;
 //  4. the COSE_Sign1 ES384 signature verifies with that key (go-cose, with
 //     circl's P-384 arithmetic: see p384.go);
@@ -31,7 +32,10 @@ import (
 //     to cabundle[0], which must be one of roots.
 //
 // It does not judge freshness (compare doc.Timestamp with your clock) nor
-// the PCR values (compare doc.PCRs with your policy). A nil roots is
+// the PCR values (compare doc.Measurements() with your policy), nor
+// public_key, which need not be a key at all (a NitroTPM document made for
+// another purpose may carry an EC point; KMS needs RecipientKey's RSA key).
+// Both kinds chain to the same AWS Nitro root. A nil roots is
 // refused: pass NitroRoots() for documents from real hardware. roots is a
 // set of trusted certificates: a constraint function attached with
 // x509.CertPool.AddCertWithConstraint is not applied (the shortcuts below
@@ -56,7 +60,7 @@ func Verify(doc *Document, roots *x509.CertPool, at time.Time) error {
 	if doc.Digest != "SHA384" {
 		return newError(CheckDigest, fmt.Sprintf("digest is %.16q; Nitro Enclaves use SHA384", doc.Digest), nil)
 	}
-	if err := checkPCRs(doc.PCRs); err != nil {
+	if err := checkPCRs(doc.Kind, doc.Measurements()); err != nil {
 		return err
 	}
 	pub, ok := doc.leaf.PublicKey.(*ecdsa.PublicKey)
@@ -82,7 +86,8 @@ func checkUnchanged(doc *Document) error {
 	if err != nil {
 		return err
 	}
-	same := signed.ModuleID == doc.ModuleID &&
+	same := signed.Kind == doc.Kind &&
+		signed.ModuleID == doc.ModuleID &&
 		signed.Digest == doc.Digest &&
 		signed.Timestamp.Equal(doc.Timestamp) &&
 		bytes.Equal(signed.Certificate, doc.Certificate) &&
@@ -90,16 +95,9 @@ func checkUnchanged(doc *Document) error {
 		bytes.Equal(signed.UserData, doc.UserData) &&
 		bytes.Equal(signed.Nonce, doc.Nonce) &&
 		len(signed.CABundle) == len(doc.CABundle) &&
-		len(signed.PCRs) == len(doc.PCRs)
+		samePCRs(signed.PCRs, doc.PCRs) && samePCRs(signed.NitroTPMPCRs, doc.NitroTPMPCRs)
 	for i := 0; same && i < len(signed.CABundle); i++ {
 		same = bytes.Equal(signed.CABundle[i], doc.CABundle[i])
-	}
-	for i, v := range signed.PCRs {
-		if !same {
-			break
-		}
-		w, ok := doc.PCRs[i]
-		same = ok && bytes.Equal(v, w)
 	}
 	if !same {
 		return newError(CheckMalformed, "document fields differ from the signed payload (modified after Parse)", nil)
@@ -107,14 +105,32 @@ func checkUnchanged(doc *Document) error {
 	return nil
 }
 
-func checkPCRs(pcrs map[int][]byte) error {
-	if len(pcrs) != PCRCount {
-		return newError(CheckPCRs, fmt.Sprintf("document has %d PCRs; Nitro Enclaves report %d", len(pcrs), PCRCount), nil)
+// samePCRs reports whether a and b hold the same PCRs (nil and empty are
+// the same).
+func samePCRs(a, b map[int][]byte) bool {
+	if len(a) != len(b) {
+		return false
 	}
-	for i := range PCRCount {
+	for i, v := range a {
+		w, ok := b[i]
+		if !ok || !bytes.Equal(v, w) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkPCRs requires exactly the kind's PCRs: 0-15 for an enclave, 0-23 for
+// a NitroTPM, each a SHA-384 value.
+func checkPCRs(kind Kind, pcrs map[int][]byte) error {
+	n := kind.PCRCount()
+	if len(pcrs) != n {
+		return newError(CheckPCRs, fmt.Sprintf("document has %d %s; a %s reports %d", len(pcrs), kind.Field(), kind, n), nil)
+	}
+	for i := range n {
 		v, ok := pcrs[i]
 		if !ok {
-			return newError(CheckPCRs, fmt.Sprintf("PCR%d is missing", i), nil)
+			return newError(CheckPCRs, fmt.Sprintf("PCR%d is missing from %s", i, kind.Field()), nil)
 		}
 		if len(v) != PCRSize {
 			return newError(CheckPCRs, fmt.Sprintf("PCR%d is %d bytes; SHA-384 PCRs are %d", i, len(v), PCRSize), nil)

@@ -68,16 +68,18 @@ func appendOptional(b, v []byte) []byte {
 }
 
 // encodeStatic writes the fields that never change for a simulator:
-// module_id and digest (the head of the map) and the pcrs entry.
-func encodeStatic(moduleID string, pcrs *[attestation.PCRCount][]byte) (head, pcrsEntry []byte) {
+// module_id and digest (the head of the map) and the PCR entry, whose key
+// is pcrsField ("pcrs" or a NitroTPM's "nitrotpm_pcrs", which real
+// NitroTPM documents write in the same place).
+func encodeStatic(moduleID, pcrsField string, pcrs [][]byte) (head, pcrsEntry []byte) {
 	head = append(head, cborIndefMap)
 	head = appendText(head, "module_id")
 	head = appendText(head, moduleID)
 	head = appendText(head, "digest")
 	head = appendText(head, "SHA384")
 
-	pcrsEntry = appendText(pcrsEntry, "pcrs")
-	pcrsEntry = appendHead(pcrsEntry, majorMap, attestation.PCRCount)
+	pcrsEntry = appendText(pcrsEntry, pcrsField)
+	pcrsEntry = appendHead(pcrsEntry, majorMap, uint64(len(pcrs)))
 	for i, v := range pcrs {
 		pcrsEntry = appendHead(pcrsEntry, majorUint, uint64(i))
 		pcrsEntry = appendBytes(pcrsEntry, v)

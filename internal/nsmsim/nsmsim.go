@@ -30,6 +30,12 @@ import (
 // is empty, in the shape of a real one ("i-" instance ID "-enc" enclave ID).
 const DefaultModuleID = "i-0123456789abcdef0-enc0123456789abcdef"
 
+// DefaultNitroTPMModuleID is the module_id of KindNitroTPM documents when
+// Options.ModuleID is empty, in the shape of a real NitroTPM's ("i-"
+// instance ID "-tpm" and 16 zeros, as in every real document in
+// internal/attestation/testdata/nitrotpm).
+const DefaultNitroTPMModuleID = "i-0123456789abcdef0-tpm0000000000000000"
+
 // leafRenewBefore: a leaf is replaced once less than this much of its life
 // remains, so every document stays verifiable for at least an hour after
 // it is signed, well beyond kmsproxyd's --attestation-ttl (5m) plus devkms's
@@ -38,11 +44,20 @@ const leafRenewBefore = time.Hour
 
 // Options configures a Simulator.
 type Options struct {
-	// PCRs maps indexes 0-15 to 48-byte values, e.g. from LoadMeasurements.
-	// Indexes not given are zero; nil gives all zeros, which is what a
-	// debug-mode enclave reports for PCR0, 1, 2 and 8.
+	// Kind is the kind of document to sign: attestation.KindEnclave (the
+	// zero value means it too) as an enclave's NSM does, with pcrs 0-15, or
+	// attestation.KindNitroTPM as the Nitro Hypervisor does for an
+	// instance's NitroTPM, with nitrotpm_pcrs 0-23 (internal/nitrotpmsim
+	// puts this behind a simulated TPM).
+	Kind attestation.Kind
+	// PCRs maps indexes (0-15, or 0-23 for a NitroTPM) to 48-byte values,
+	// e.g. from LoadMeasurements. Indexes not given are zero; nil gives all
+	// zeros, which is what a debug-mode enclave reports for PCR0, 1, 2
+	// and 8.
 	PCRs map[int][]byte
-	// ModuleID is the module_id; empty means DefaultModuleID.
+	// ModuleID is the module_id; empty means DefaultModuleID (or
+	// DefaultNitroTPMModuleID). It must have the kind's form
+	// (attestation.ValidateModuleID).
 	ModuleID string
 	// Now is the clock for timestamps and leaf validity; nil means time.Now.
 	Now func() time.Time
@@ -51,7 +66,8 @@ type Options struct {
 	NewLeafKey func() (*ecdsa.PrivateKey, error)
 }
 
-// Simulator is an attestation.Attester that signs documents as NSM does.
+// Simulator is an attestation.Attester that signs documents as NSM (or,
+// with Options.Kind, the Nitro Hypervisor for a NitroTPM) does.
 // It is safe for concurrent use.
 type Simulator struct {
 	ca         *CA
@@ -91,26 +107,40 @@ func New(ca *CA, opts Options) (*Simulator, error) {
 	if s.newLeafKey == nil {
 		s.newLeafKey = func() (*ecdsa.PrivateKey, error) { return ecdsa.GenerateKey(elliptic.P384(), rand.Reader) }
 	}
+	kind := opts.Kind
+	switch kind {
+	case 0:
+		kind = attestation.KindEnclave
+	case attestation.KindEnclave, attestation.KindNitroTPM:
+	default:
+		return nil, fmt.Errorf("nsmsim: unknown document kind %d", kind)
+	}
 	if s.moduleID == "" {
 		s.moduleID = DefaultModuleID
+		if kind == attestation.KindNitroTPM {
+			s.moduleID = DefaultNitroTPMModuleID
+		}
 	}
 	if len(s.moduleID) > attestation.MaxModuleIDLen {
 		return nil, fmt.Errorf("nsmsim: module ID is %d bytes; the limit is %d", len(s.moduleID), attestation.MaxModuleIDLen)
 	}
-	var pcrs [attestation.PCRCount][]byte
+	if err := attestation.ValidateModuleID(kind, s.moduleID); err != nil {
+		return nil, fmt.Errorf("nsmsim: %w", err)
+	}
+	pcrs := make([][]byte, kind.PCRCount())
 	for i := range pcrs {
 		pcrs[i] = make([]byte, attestation.PCRSize)
 	}
 	for i, v := range opts.PCRs {
-		if i < 0 || i >= attestation.PCRCount {
-			return nil, fmt.Errorf("nsmsim: PCR index %d is out of range 0-%d", i, attestation.PCRCount-1)
+		if i < 0 || i >= len(pcrs) {
+			return nil, fmt.Errorf("nsmsim: PCR index %d is out of range 0-%d for a %s document", i, len(pcrs)-1, kind)
 		}
 		if len(v) != attestation.PCRSize {
 			return nil, fmt.Errorf("nsmsim: PCR%d is %d bytes; it must be %d", i, len(v), attestation.PCRSize)
 		}
 		pcrs[i] = append([]byte(nil), v...)
 	}
-	s.head, s.pcrsEntry = encodeStatic(s.moduleID, &pcrs)
+	s.head, s.pcrsEntry = encodeStatic(s.moduleID, kind.Field(), pcrs)
 	return s, nil
 }
 

@@ -180,10 +180,15 @@ func TestEnvelopeBytes(t *testing.T) {
 // samples (2021-2024) are definite.
 func TestShapeMatchesRealDocuments(t *testing.T) {
 	ca := newCA(t)
-	sim := newSim(t, ca, nsmsim.Options{})
-	for _, name := range []string{"nitrite-2021-debug.cbor", "veracruz-2022.cbor", "evervault-2023-debug.cbor", "marlin-2024.cbor"} {
+	sims := map[string]*nsmsim.Simulator{
+		"real":     newSim(t, ca, nsmsim.Options{}),
+		"nitrotpm": newSim(t, ca, nsmsim.Options{Kind: attestation.KindNitroTPM}),
+	}
+	for _, name := range []string{"real/nitrite-2021-debug.cbor", "real/veracruz-2022.cbor", "real/evervault-2023-debug.cbor", "real/marlin-2024.cbor",
+		"nitrotpm/vaportpm_i-030a1f233f8348690.cbor", "nitrotpm/vaportpm_i-0082f89b039c97a0f.cbor", "nitrotpm/vaportpm_i-01cfb383223e42522.cbor"} {
+		sim := sims[filepath.Dir(name)]
 		t.Run(name, func(t *testing.T) {
-			realDoc, err := os.ReadFile(filepath.Join("..", "attestation", "testdata", "real", name))
+			realDoc, err := os.ReadFile(filepath.Join("..", "attestation", "testdata", filepath.FromSlash(name)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -457,8 +462,15 @@ func TestNewOptions(t *testing.T) {
 		{name: "PCR16", opts: nsmsim.Options{PCRs: map[int][]byte{16: make([]byte, 48)}}},
 		{name: "negative PCR index", opts: nsmsim.Options{PCRs: map[int][]byte{-1: make([]byte, 48)}}},
 		{name: "PCR of 32 bytes", opts: nsmsim.Options{PCRs: map[int][]byte{0: make([]byte, 32)}}},
-		{name: "module ID at the limit", opts: nsmsim.Options{ModuleID: strings.Repeat("i", attestation.MaxModuleIDLen)}, ok: true},
+		{name: "module ID of another enclave", opts: nsmsim.Options{ModuleID: "i-0fedcba9876543210-enc00000000000000ff"}, ok: true},
+		{name: "module ID of another form", opts: nsmsim.Options{ModuleID: strings.Repeat("i", attestation.MaxModuleIDLen)}},
 		{name: "module ID past the limit", opts: nsmsim.Options{ModuleID: strings.Repeat("i", attestation.MaxModuleIDLen+1)}},
+		{name: "module ID of a NitroTPM", opts: nsmsim.Options{ModuleID: nsmsim.DefaultNitroTPMModuleID}},
+		{name: "NitroTPM", opts: nsmsim.Options{Kind: attestation.KindNitroTPM}, ok: true},
+		{name: "NitroTPM PCR23", opts: nsmsim.Options{Kind: attestation.KindNitroTPM, PCRs: map[int][]byte{23: make([]byte, 48)}}, ok: true},
+		{name: "NitroTPM PCR24", opts: nsmsim.Options{Kind: attestation.KindNitroTPM, PCRs: map[int][]byte{24: make([]byte, 48)}}},
+		{name: "NitroTPM with an enclave module ID", opts: nsmsim.Options{Kind: attestation.KindNitroTPM, ModuleID: nsmsim.DefaultModuleID}},
+		{name: "unknown kind", opts: nsmsim.Options{Kind: 7}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
