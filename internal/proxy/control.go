@@ -65,6 +65,7 @@ func (s *Server) serveReadyz(w http.ResponseWriter, r *http.Request) {
 type info struct {
 	Version        string            `json:"version"`
 	Uptime         string            `json:"uptime"`
+	Attestation    string            `json:"attestation"` // whose PCRs these are: "Nitro Enclave" (pcrs) or "NitroTPM" (nitrotpm_pcrs)
 	PCRs           map[string]string `json:"pcrs"`
 	KeyFingerprint string            `json:"key_fingerprint"`
 	KeyBits        int               `json:"key_bits"`
@@ -86,6 +87,7 @@ func (s *Server) serveInfo(w http.ResponseWriter, r *http.Request) {
 	writeControlJSON(w, http.StatusOK, info{
 		Version:        s.cfg.Version,
 		Uptime:         time.Since(s.started).Round(time.Second).String(),
+		Attestation:    st.Kind.String(),
 		PCRs:           pcrs,
 		KeyFingerprint: st.KeyFingerprint,
 		KeyBits:        st.KeyBits,

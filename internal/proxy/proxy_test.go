@@ -345,13 +345,14 @@ func TestControlEndpoints(t *testing.T) {
 	}
 	code, b = get("/v1/info")
 	var inf struct {
+		Attestation    string            `json:"attestation"`
 		PCRs           map[string]string `json:"pcrs"`
 		KeyFingerprint string            `json:"key_fingerprint"`
 		Policy         struct {
 			Default bool `json:"default"`
 		} `json:"policy"`
 	}
-	if err := json.Unmarshal(b, &inf); err != nil || code != 200 || inf.PCRs["0"] != hexOf(e.PCRs[0]) || inf.KeyFingerprint != rd.Recipient.KeyFingerprint || !inf.Policy.Default {
+	if err := json.Unmarshal(b, &inf); err != nil || code != 200 || inf.PCRs["0"] != hexOf(e.PCRs[0]) || inf.Attestation != "Nitro Enclave" || inf.KeyFingerprint != rd.Recipient.KeyFingerprint || !inf.Policy.Default {
 		t.Errorf("/v1/info: %d %s", code, b)
 	}
 

@@ -95,6 +95,7 @@ type Manager struct {
 	rotations   atomic.Int64
 	lastAttErr  atomic.Pointer[string]
 	lastPCRs    atomic.Pointer[map[int][]byte]
+	lastKind    atomic.Int64 // attestation.Kind of the last document
 	lastAttTime atomic.Pointer[time.Time]
 }
 
@@ -197,18 +198,44 @@ func (m *Manager) attest(ctx context.Context, k *key) ([]byte, error) {
 		m.lastAttErr.Store(&msg)
 		return nil, fmt.Errorf("attestation: failed to get a document from the NSM: %w", err)
 	}
+	d, err := recipientDocument(doc, k.spki)
+	if err != nil {
+		// Not cached: the key's previous document, if any, stays in use.
+		msg := err.Error()
+		m.lastAttErr.Store(&msg)
+		return nil, fmt.Errorf("attestation: the attestation source returned an unusable document: %w", err)
+	}
 	m.lastAttErr.Store(nil)
 	now := m.cfg.Now()
 	m.lastAttTime.Store(&now)
-	if d, perr := attestation.Parse(doc); perr == nil {
-		m.lastPCRs.Store(&d.PCRs)
-	}
+	pcrs := d.Measurements()
+	m.lastPCRs.Store(&pcrs)
+	m.lastKind.Store(int64(d.Kind))
 	if m.cfg.AttestationTTL > 0 {
 		k.docMu.Lock()
 		k.doc, k.docAt = doc, now
 		k.docMu.Unlock()
 	}
 	return doc, nil
+}
+
+// recipientDocument checks a document the attestation source returned
+// before it goes to KMS as a Recipient: it parses (either kind, a module
+// ID of the kind's form), and its public_key is the RSA key it was asked
+// to carry (attestation.RecipientKey), so KMS encrypts to a key this
+// Manager holds.
+func recipientDocument(doc, spki []byte) (*attestation.Document, error) {
+	d, err := attestation.Parse(doc)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := attestation.RecipientKey(d); err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(d.PublicKey, spki) {
+		return nil, &attestation.Error{Check: attestation.CheckPublicKey, Reason: "public_key is not the recipient key that was requested"}
+	}
+	return d, nil
 }
 
 // document returns a document for k: the cached one while younger than
@@ -515,17 +542,18 @@ func (m *Manager) Close() {
 // Status describes the recipient key and attestation state for /readyz and
 // /v1/info. It holds no secret.
 type Status struct {
-	Ready            bool           `json:"ready"`
-	KeyFingerprint   string         `json:"key_fingerprint"` // hex SHA-256 of the SubjectPublicKeyInfo
-	KeyBits          int            `json:"key_bits"`
-	KeyCreated       time.Time      `json:"key_created"`
-	NextKeyReady     bool           `json:"next_key_ready"`
-	RetiredKeys      int            `json:"retired_keys_in_use"`
-	Rotations        int64          `json:"rotations"`
-	DocumentAge      string         `json:"document_age,omitempty"`
-	LastAttestation  *time.Time     `json:"last_attestation,omitempty"`
-	AttestationError string         `json:"attestation_error,omitempty"`
-	PCRs             map[int][]byte `json:"-"`
+	Ready            bool             `json:"ready"`
+	KeyFingerprint   string           `json:"key_fingerprint"` // hex SHA-256 of the SubjectPublicKeyInfo
+	KeyBits          int              `json:"key_bits"`
+	KeyCreated       time.Time        `json:"key_created"`
+	NextKeyReady     bool             `json:"next_key_ready"`
+	RetiredKeys      int              `json:"retired_keys_in_use"`
+	Rotations        int64            `json:"rotations"`
+	DocumentAge      string           `json:"document_age,omitempty"`
+	LastAttestation  *time.Time       `json:"last_attestation,omitempty"`
+	AttestationError string           `json:"attestation_error,omitempty"`
+	PCRs             map[int][]byte   `json:"-"` // the last document's: an enclave's pcrs or a NitroTPM's nitrotpm_pcrs, as Kind says
+	Kind             attestation.Kind `json:"-"`
 }
 
 // Status reports the current state.
@@ -565,6 +593,7 @@ func (m *Manager) Status() Status {
 	if p := m.lastPCRs.Load(); p != nil {
 		st.PCRs = *p
 	}
+	st.Kind = attestation.Kind(m.lastKind.Load())
 	return st
 }
 

@@ -14,15 +14,22 @@ import (
 
 	"github.com/enclavekit/kmsproxy/internal/attestation"
 	"github.com/enclavekit/kmsproxy/internal/cms"
+	"github.com/enclavekit/kmsproxy/internal/nitrotpm"
+	"github.com/enclavekit/kmsproxy/internal/nitrotpmsim"
 	"github.com/enclavekit/kmsproxy/internal/nsmsim"
 )
 
 // countingAttester is the NSM simulator with a call counter and a switch
 // that makes it fail, as a broken NSM would.
 type countingAttester struct {
-	sim   *nsmsim.Simulator
+	sim   attestation.Attester
 	calls atomic.Int64
 	fail  atomic.Bool
+	// otherKey, when set, is signed into documents in place of the key
+	// requested, as a broken or hostile attestation source might.
+	otherKey atomic.Pointer[[]byte]
+	// garbage makes Attest return bytes that are no document.
+	garbage atomic.Bool
 }
 
 var errNSM = errors.New("nsm: device busy")
@@ -31,6 +38,12 @@ func (a *countingAttester) Attest(ctx context.Context, req attestation.Request) 
 	a.calls.Add(1)
 	if a.fail.Load() {
 		return nil, errNSM
+	}
+	if a.garbage.Load() {
+		return []byte("not a document"), nil
+	}
+	if k := a.otherKey.Load(); k != nil {
+		req.PublicKey = *k
 	}
 	return a.sim.Attest(ctx, req)
 }
@@ -304,6 +317,94 @@ func TestAttesterFailure(t *testing.T) {
 	l.Release()
 	if st := m.Status(); !st.Ready || st.AttestationError != "" {
 		t.Fatalf("Status after recovery = %+v", st)
+	}
+}
+
+// TestUnusableDocument: a document that does not carry the recipient's
+// RSA key (another key, an EC point, or no document at all) is refused
+// before it can go to KMS, and not cached; a good one is used again as
+// soon as the source recovers.
+func TestUnusableDocument(t *testing.T) {
+	other, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherSPKI, err := x509.MarshalPKIXPublicKey(&other.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecPoint := append([]byte{4}, make([]byte, 64)...)
+	tests := []struct {
+		name    string
+		breakIt func(a *countingAttester)
+		want    error
+	}{
+		{name: "another RSA key", breakIt: func(a *countingAttester) { a.otherKey.Store(&otherSPKI) }, want: attestation.ErrPublicKey},
+		{name: "an EC point", breakIt: func(a *countingAttester) { a.otherKey.Store(&ecPoint) }, want: attestation.ErrPublicKey},
+		{name: "no document", breakIt: func(a *countingAttester) { a.garbage.Store(true) }, want: attestation.ErrMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := New(context.Background(), Config{Attester: func() *countingAttester { a := newAttester(t); tt.breakIt(a); return a }(), Bits: 2048, AttestationTTL: time.Minute}); !errors.Is(err, tt.want) {
+				t.Fatalf("New = %v, want %v", err, tt.want)
+			}
+			clock := &fakeClock{now: time.Unix(1_800_000_000, 0)}
+			a := newAttester(t)
+			m := newManager(t, Config{Attester: a, AttestationTTL: time.Minute, Now: clock.Now})
+			tt.breakIt(a)
+			// Within the TTL the good document is still served.
+			l, err := m.Acquire(context.Background())
+			if err != nil {
+				t.Fatalf("Acquire within the TTL: %v", err)
+			}
+			l.Release()
+			clock.Advance(2 * time.Minute)
+			if _, err := m.Acquire(context.Background()); !errors.Is(err, tt.want) {
+				t.Fatalf("Acquire = %v, want %v", err, tt.want)
+			}
+			if st := m.Status(); st.Ready || st.AttestationError == "" {
+				t.Fatalf("Status = %+v, want not ready with the reason", st)
+			}
+			a.otherKey.Store(nil)
+			a.garbage.Store(false)
+			l, err = m.Acquire(context.Background())
+			if err != nil {
+				t.Fatalf("Acquire after recovery: %v", err)
+			}
+			l.Release()
+		})
+	}
+}
+
+// TestNitroTPMSource: documents from an instance's NitroTPM serve as
+// Recipients the same way, and Status reports the NitroTPM's PCRs.
+func TestNitroTPMSource(t *testing.T) {
+	simOnce.Do(func() { simCA, simErr = nsmsim.NewCA() })
+	if simErr != nil {
+		t.Fatal(simErr)
+	}
+	sim, err := nitrotpmsim.New(simCA, nitrotpmsim.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipe := sim.Pipe()
+	dev := nitrotpm.New(pipe, pipe)
+	t.Cleanup(func() { dev.Close() })
+	m := newManager(t, Config{Attester: &countingAttester{sim: dev}, AttestationTTL: time.Minute})
+	l, err := m.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	doc, err := attestation.Parse(l.Document())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if doc.Kind != attestation.KindNitroTPM {
+		t.Fatalf("Kind = %v", doc.Kind)
+	}
+	if got := len(m.Status().PCRs); got != attestation.NitroTPMPCRCount {
+		t.Errorf("Status has %d PCRs, want the NitroTPM's %d", got, attestation.NitroTPMPCRCount)
 	}
 }
 
