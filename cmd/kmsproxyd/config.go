@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/enclavekit/kmsproxy/internal/nitrotpm"
 	"github.com/enclavekit/kmsproxy/internal/transport"
 	"github.com/enclavekit/kmsproxy/internal/upstream"
 )
@@ -47,7 +48,9 @@ type Config struct {
 	KMSCA          string
 	Credentials    string
 	IMDSDial       string
+	Attestation    string
 	NSM            string
+	TPMDevice      string
 	SimCA          string
 	SimPCRs        string
 	AttestationTTL time.Duration
@@ -64,9 +67,9 @@ type Config struct {
 	fs *flag.FlagSet // the flag set the values were parsed with
 }
 
-const usage = `kmsproxyd serves the AWS KMS API inside a Nitro Enclave, adding the
-enclave's attestation to every call that returns a secret and opening KMS's
-answer inside the enclave.
+const usage = `kmsproxyd serves the AWS KMS API inside a Nitro Enclave (or on an EC2
+instance with NitroTPM), adding the enclave's (or instance's) attestation to
+every call that returns a secret and opening KMS's answer where it runs.
 
 Usage:
   kmsproxyd [flags]
@@ -81,8 +84,13 @@ Examples:
   # Credentials pushed by the parent (kmsproxyctl credentials push).
   kmsproxyd --credentials push --policy /etc/kmsproxy/policy.yaml
 
+  # On an EC2 instance with NitroTPM (an Attestable AMI): apps on the
+  # instance use the unix socket; KMS and IMDS are reached directly.
+  kmsproxyd --attestation nitrotpm --listen-parent unix:///run/kmsproxy/kmsproxy.sock \
+    --kms-dial direct --imds-dial tcp://169.254.169.254:80
+
   # On a laptop against devkms, with the simulated NSM (built with -tags nsmsim).
-  kmsproxyd --nsm sim --sim-ca ./ca --region us-east-1 \
+  kmsproxyd --attestation nsm-sim --sim-ca ./ca --region us-east-1 \
     --kms-endpoint https://localhost:4599 --kms-dial tcp://127.0.0.1:4599 \
     --kms-ca ./tls/ca.pem --credentials env --listen-parent unix:///tmp/kmsproxy.sock
 
@@ -99,9 +107,11 @@ func newFlagSet(c *Config) *flag.FlagSet {
 	fs.StringVar(&c.KMSCA, "kms-ca", "", "PEM file of extra root certificates for the KMS endpoint (e.g. devkms's ca.pem)")
 	fs.StringVar(&c.Credentials, "credentials", "imds", "where AWS credentials come from: imds, push or env")
 	fs.StringVar(&c.IMDSDial, "imds-dial", "vsock://3:8002", "vsock-proxy to 169.254.169.254:80, for --credentials imds")
-	fs.StringVar(&c.NSM, "nsm", "device", "attestation source: device (/dev/nsm) or sim (only in binaries built with -tags nsmsim)")
-	fs.StringVar(&c.SimCA, "sim-ca", "", "with --nsm sim: the `DIR` that kmsproxyctl dev ca wrote")
-	fs.StringVar(&c.SimPCRs, "sim-pcrs", "", "with --nsm sim: nitro-cli measurements JSON for the simulated PCRs (debug-mode zeros without it)")
+	fs.StringVar(&c.Attestation, "attestation", SourceNSM, "attestation source: nsm (an enclave's /dev/nsm), nitrotpm (an EC2 instance's NitroTPM), nsm-sim or nitrotpm-sim (simulators, only in binaries built with -tags nsmsim)")
+	fs.StringVar(&c.NSM, "nsm", "", "old spelling of --attestation: device (= nsm) or sim (= nsm-sim)")
+	fs.StringVar(&c.TPMDevice, "tpm-device", "", "with --attestation nitrotpm: the TPM device (default "+nitrotpm.DefaultDevicePath+"); with nitrotpm-sim: unix:///PATH of a simulator to use instead of an in-process one")
+	fs.StringVar(&c.SimCA, "sim-ca", "", "with a simulator source: the `DIR` that kmsproxyctl dev ca wrote")
+	fs.StringVar(&c.SimPCRs, "sim-pcrs", "", "with a simulator source: measurements JSON for the simulated PCRs: nitro-cli's for nsm-sim (debug-mode zeros without it), nitro-tpm-pcr-compute's for nitrotpm-sim")
 	fs.DurationVar(&c.AttestationTTL, "attestation-ttl", 5*time.Minute, "reuse one attestation document per key this long, at most 5m; 0 = a fresh one per request")
 	fs.DurationVar(&c.KeyRotation, "key-rotation", time.Hour, "replace the recipient RSA key this often, at least 1m (next key pre-generated); 0 = never")
 	fs.IntVar(&c.KeyBits, "key-bits", 2048, "recipient RSA key size: 2048, 3072 or 4096")
@@ -201,17 +211,8 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("--credentials %q: want imds, push or env", c.Credentials)
 	}
-	switch c.NSM {
-	case "device":
-		if c.SimCA != "" || c.SimPCRs != "" {
-			return errors.New("--sim-ca and --sim-pcrs need --nsm sim")
-		}
-	case "sim":
-		if c.SimCA == "" {
-			return errors.New("--nsm sim needs --sim-ca (the directory `kmsproxyctl dev ca --out DIR` wrote)")
-		}
-	default:
-		return fmt.Errorf("--nsm %q: want device or sim", c.NSM)
+	if err := c.validateAttestation(); err != nil {
+		return err
 	}
 	switch c.KeyBits {
 	case 2048, 3072, 4096:

@@ -74,8 +74,21 @@ func TestValidate(t *testing.T) {
 		{name: "push needs region", args: []string{"--credentials", "push"}, want: "--region is required"},
 		{name: "bad credentials", args: []string{"--credentials", "file"}, want: "want imds, push or env"},
 		{name: "sim needs ca", args: []string{"--nsm", "sim"}, want: "--sim-ca"},
-		{name: "sim flags need sim", args: []string{"--sim-ca", "/tmp"}, want: "need --nsm sim"},
+		{name: "sim flags need sim", args: []string{"--sim-ca", "/tmp"}, want: "need a simulator source"},
 		{name: "bad nsm", args: []string{"--nsm", "tpm"}, want: "want device or sim"},
+		{name: "bad attestation", args: []string{"--attestation", "tpm"}, want: "want nsm, nitrotpm, nsm-sim or nitrotpm-sim"},
+		{name: "nsm and attestation disagree", args: []string{"--nsm", "sim", "--attestation", "nitrotpm"}, want: "disagree"},
+		{name: "nsm-sim needs ca", args: []string{"--attestation", "nsm-sim"}, want: "--sim-ca"},
+		{name: "tpm device needs nitrotpm", args: []string{"--tpm-device", "/dev/tpm0"}, want: "--tpm-device needs --attestation nitrotpm"},
+		{name: "tpm device relative", args: instance("--tpm-device", "tpm0"), want: "absolute path"},
+		{name: "nitrotpm-sim needs ca or socket", args: []string{"--attestation", "nitrotpm-sim", "--listen-parent", "unix:///tmp/k.sock", "--kms-dial", "direct"}, want: "--sim-ca"},
+		{name: "nitrotpm-sim socket not unix", args: []string{"--attestation", "nitrotpm-sim", "--tpm-device", "tcp://127.0.0.1:2321"}, want: "unix:///PATH"},
+		{name: "nitrotpm-sim socket and ca", args: []string{"--attestation", "nitrotpm-sim", "--tpm-device", "unix:///tmp/tpm.sock", "--sim-ca", "/tmp"}, want: "in-process simulator"},
+		{name: "nitrotpm with the default vsock parent", args: []string{"--attestation", "nitrotpm", "--kms-dial", "direct"}, want: "a vsock listener would serve the instance's enclaves"},
+		{name: "nitrotpm on a public address", args: instance("--listen-local", "tcp://0.0.0.0:8000"), want: "loopback"},
+		{name: "nitrotpm on a host name", args: instance("--listen-local", "tcp://localhost:8000"), want: "loopback"},
+		{name: "nitrotpm through vsock-proxy", args: []string{"--attestation", "nitrotpm", "--listen-parent", "unix:///tmp/k.sock", "--imds-dial", "tcp://169.254.169.254:80"}, want: "--kms-dial direct"},
+		{name: "nitrotpm IMDS through vsock", args: []string{"--attestation", "nitrotpm", "--listen-parent", "unix:///tmp/k.sock", "--kms-dial", "direct"}, want: "--imds-dial tcp://169.254.169.254:80"},
 		{name: "bad bits", args: []string{"--key-bits", "1024"}, want: "--key-bits"},
 		{name: "negative ttl", args: []string{"--attestation-ttl", "-1s"}, want: "--attestation-ttl"},
 		{name: "tiny rotation", args: []string{"--key-rotation", "1ms"}, want: "--key-rotation"},
@@ -101,6 +114,49 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+// instance is a valid configuration for an attested instance, plus extra.
+func instance(extra ...string) []string {
+	return append([]string{"--attestation", "nitrotpm", "--listen-parent", "unix:///run/kmsproxy/kmsproxy.sock",
+		"--kms-dial", "direct", "--imds-dial", "tcp://169.254.169.254:80"}, extra...)
+}
+
+func TestValidateAttestationSources(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		args []string
+		want string // the source
+	}{
+		{name: "default", want: SourceNSM},
+		{name: "old spelling device", args: []string{"--nsm", "device"}, want: SourceNSM},
+		{name: "old spelling sim", args: []string{"--nsm", "sim", "--sim-ca", "/tmp"}, want: SourceNSMSim},
+		{name: "old and new spelling agree", args: []string{"--nsm", "sim", "--attestation", "nsm-sim", "--sim-ca", "/tmp"}, want: SourceNSMSim},
+		{name: "instance", args: instance(), want: SourceNitroTPM},
+		{name: "instance with tpm0", args: instance("--tpm-device", "/dev/tpm0", "--listen-local", "tcp://[::1]:8000"), want: SourceNitroTPM},
+		{name: "instance without a local listener", args: instance("--listen-local", ""), want: SourceNitroTPM},
+		{name: "instance with pushed credentials", args: []string{"--attestation", "nitrotpm", "--listen-parent", "tcp://127.0.0.1:5000", "--kms-dial", "direct", "--credentials", "push", "--region", "us-east-1"}, want: SourceNitroTPM},
+		{name: "simulated instance", args: []string{"--attestation", "nitrotpm-sim", "--sim-ca", "/tmp", "--listen-parent", "unix:///tmp/k.sock", "--kms-dial", "tcp://127.0.0.1:4599", "--credentials", "env", "--region", "us-east-1"}, want: SourceNitroTPMSim},
+		{name: "simulator socket", args: []string{"--attestation", "nitrotpm-sim", "--tpm-device", "unix:///tmp/tpm.sock", "--listen-parent", "unix:///tmp/k.sock", "--kms-dial", "direct", "--credentials", "env", "--region", "us-east-1"}, want: SourceNitroTPMSim},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parseConfig(tt.args, env(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Validate(); err != nil {
+				t.Fatalf("Validate: %v", err)
+			}
+			if got := c.attestationSource(); got != tt.want {
+				t.Errorf("source = %q, want %q", got, tt.want)
+			}
+		})
+	}
+	// The environment spells it too.
+	c, err := parseConfig(nil, env(map[string]string{"KMSPROXY_ATTESTATION": "nitrotpm", "KMSPROXY_TPM_DEVICE": "/dev/tpm0"}))
+	if err != nil || c.attestationSource() != SourceNitroTPM || c.TPMDevice != "/dev/tpm0" {
+		t.Fatalf("from the environment: %v %+v", err, c)
+	}
+}
+
 func TestRunUsageErrors(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	if code := run([]string{"--key-bits", "7"}, env(nil), &stdout, &stderr); code != 2 {
@@ -121,16 +177,31 @@ func TestSimulatorNeedsBuildTag(t *testing.T) {
 	}
 	dir := t.TempDir()
 	var stdout, stderr bytes.Buffer
-	code := run([]string{"--nsm", "sim", "--sim-ca", dir, "--credentials", "env", "--region", "us-east-1",
-		"--listen-parent", "tcp://127.0.0.1:0", "--listen-local", ""}, env(nil), &stdout, &stderr)
-	if code != 1 || !strings.Contains(stderr.String(), "built without the simulator") {
+	for _, source := range [][]string{{"--nsm", "sim", "--sim-ca", dir}, {"--attestation", "nitrotpm-sim", "--sim-ca", dir, "--kms-dial", "direct"}} {
+		stdout.Reset()
+		stderr.Reset()
+		code := run(append(source, "--credentials", "env", "--region", "us-east-1",
+			"--listen-parent", "tcp://127.0.0.1:0", "--listen-local", ""), env(nil), &stdout, &stderr)
+		if code != 1 || !strings.Contains(stderr.String(), "built without the simulator") {
+			t.Fatalf("%v: exit %d, stderr %s", source, code, stderr.String())
+		}
+	}
+}
+
+// TestNoTPMDevice: on a machine without a TPM (as here), --attestation
+// nitrotpm stops at start with the reason.
+func TestNoTPMDevice(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	code := run(instance("--tpm-device", t.TempDir()+"/tpmrm0", "--credentials", "env", "--region", "us-east-1", "--listen-parent", "tcp://127.0.0.1:0", "--listen-local", ""), env(nil), &stdout, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "kmsproxyd: error: failed to open the attestation source: nitrotpm: no TPM device") {
 		t.Fatalf("exit %d, stderr %s", code, stderr.String())
 	}
 }
 
-// TestProductionBinaryHasNoSimulator checks what the enclave image would
-// contain: the production build of kmsproxyd links neither the NSM
-// simulator nor devkms; the nsmsim build links the simulator.
+// TestProductionBinaryHasNoSimulator checks what the enclave image (or an
+// instance) would run: the production build of kmsproxyd links neither the
+// NSM simulator, nor the NitroTPM simulator, nor devkms, but the NitroTPM
+// client; the nsmsim build links both simulators.
 func TestProductionBinaryHasNoSimulator(t *testing.T) {
 	deps := func(tags ...string) string {
 		args := append([]string{"list", "-deps"}, tags...)
@@ -143,6 +214,7 @@ func TestProductionBinaryHasNoSimulator(t *testing.T) {
 	prod := deps()
 	for _, forbidden := range []string{
 		"github.com/enclavekit/kmsproxy/internal/nsmsim",
+		"github.com/enclavekit/kmsproxy/internal/nitrotpmsim",
 		"github.com/enclavekit/kmsproxy/internal/devkms",
 		"github.com/enclavekit/kmsproxy/internal/keypolicy",
 	} {
@@ -150,11 +222,16 @@ func TestProductionBinaryHasNoSimulator(t *testing.T) {
 			t.Errorf("production kmsproxyd links %s", forbidden)
 		}
 	}
-	if !strings.Contains(prod, "github.com/enclavekit/kmsproxy/internal/proxy\n") {
-		t.Fatalf("go list -deps output does not look like kmsproxyd's:\n%s", prod)
+	for _, want := range []string{"internal/proxy", "internal/nitrotpm"} {
+		if !strings.Contains(prod, "github.com/enclavekit/kmsproxy/"+want+"\n") {
+			t.Fatalf("go list -deps output lacks %s: it does not look like kmsproxyd's:\n%s", want, prod)
+		}
 	}
-	if sim := deps("-tags", "nsmsim"); !strings.Contains(sim, "github.com/enclavekit/kmsproxy/internal/nsmsim\n") {
-		t.Errorf("the nsmsim build does not link the simulator")
+	sim := deps("-tags", "nsmsim")
+	for _, want := range []string{"internal/nsmsim", "internal/nitrotpmsim"} {
+		if !strings.Contains(sim, "github.com/enclavekit/kmsproxy/"+want+"\n") {
+			t.Errorf("the nsmsim build does not link %s", want)
+		}
 	}
 }
 

@@ -245,7 +245,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, start time.Time) 
 		log.Info("listening", "listener", l.name, "address", l.addr, "actual", l.ln.Addr().String())
 	}
 	log.Info("kmsproxyd ready", "version", version(), "region", region,
-		"credentials", cfg.Credentials, "nsm", cfg.NSM,
+		"credentials", cfg.Credentials, "attestation", cfg.attestationSource(),
 		"key_fingerprint", mgr.Status().KeyFingerprint,
 		"startup_ms", float64(time.Since(start).Microseconds())/1000)
 

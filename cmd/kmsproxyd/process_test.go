@@ -75,22 +75,28 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 // startDaemon runs kmsproxyd against a devkms with the simulated NSM.
 func startDaemon(t *testing.T, kmsd *devkmstest.Instance, caDir string, extra ...string) *daemon {
 	t.Helper()
+	return startDaemonWith(t, kmsd, []string{"--nsm", "sim", "--sim-ca", caDir}, extra...)
+}
+
+// startDaemonWith runs kmsproxyd against a devkms with the given
+// attestation source flags.
+func startDaemonWith(t *testing.T, kmsd *devkmstest.Instance, source []string, extra ...string) *daemon {
+	t.Helper()
 	sock, err := os.MkdirTemp("", "kp")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(sock) })
 	d := &daemon{out: &syncBuffer{}, done: make(chan struct{}), parent: filepath.Join(sock, "parent.sock")}
-	args := append([]string{
-		"--nsm", "sim", "--sim-ca", caDir,
+	args := append(append(append([]string(nil), source...),
 		"--region", "us-east-1",
 		"--kms-endpoint", kmsd.URL,
-		"--kms-dial", "tcp://" + kmsd.Addr,
+		"--kms-dial", "tcp://"+kmsd.Addr,
 		"--kms-ca", kmsd.CAFile,
 		"--credentials", "env",
-		"--listen-parent", "unix://" + d.parent,
+		"--listen-parent", "unix://"+d.parent,
 		"--listen-local", "tcp://127.0.0.1:0",
-	}, extra...)
+	), extra...)
 	d.cmd = exec.Command(simBinary(t), args...)
 	d.cmd.Env = append(os.Environ(),
 		"AWS_ACCESS_KEY_ID="+devkmstest.AnonymousAccessKeyID,
