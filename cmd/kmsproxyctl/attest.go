@@ -103,15 +103,17 @@ type pcrExpectation struct {
 	value []byte
 }
 
-// parsePCRExpectations parses --expect-pcr values.
+// parsePCRExpectations parses --expect-pcr values. N may be any PCR of
+// either kind of document (0-15 for an enclave, 0-23 for a NitroTPM);
+// checkPCRs holds it against the document's kind.
 func parsePCRExpectations(vals []string) ([]pcrExpectation, error) {
 	var out []pcrExpectation
 	seen := map[int]bool{}
 	for _, v := range vals {
 		n, h, ok := strings.Cut(v, "=")
 		idx, err := strconv.Atoi(strings.TrimPrefix(strings.ToUpper(n), "PCR"))
-		if !ok || err != nil || idx < 0 || idx >= attestation.PCRCount {
-			return nil, usageErrorf("--expect-pcr %q: want N=HEX with N from 0 to %d", v, attestation.PCRCount-1)
+		if !ok || err != nil || idx < 0 || idx >= attestation.NitroTPMPCRCount {
+			return nil, usageErrorf("--expect-pcr %q: want N=HEX with N from 0 to %d (%d for a Nitro Enclave document)", v, attestation.NitroTPMPCRCount-1, attestation.PCRCount-1)
 		}
 		val, err := hex.DecodeString(h)
 		if err != nil || len(val) != attestation.PCRSize {
@@ -126,12 +128,13 @@ func parsePCRExpectations(vals []string) ([]pcrExpectation, error) {
 	return out, nil
 }
 
-// checkPCRs compares a verified document's PCRs with the expectations.
+// checkPCRs compares a verified document's PCRs (its kind's: an enclave's
+// pcrs or a NitroTPM's nitrotpm_pcrs) with the expectations.
 func checkPCRs(doc *attestation.Document, want []pcrExpectation) error {
 	for _, w := range want {
-		got, ok := doc.PCRs[w.index]
+		got, ok := doc.Measurements()[w.index]
 		if !ok {
-			return fmt.Errorf("PCR%d mismatch: the document has no PCR%d", w.index, w.index)
+			return fmt.Errorf("PCR%d mismatch: the document has no PCR%d (a %s document has %s 0-%d)", w.index, w.index, doc.Kind, doc.Kind.Field(), doc.Kind.PCRCount()-1)
 		}
 		if !bytes.Equal(got, w.value) {
 			return fmt.Errorf("PCR%d mismatch: the document has %x, expected %x", w.index, got, w.value)
@@ -153,20 +156,25 @@ func verifyHint(err error, rootsGiven bool) string {
 		return "only documents signed by real Nitro hardware chain to the AWS root; for a simulated document pass --root DIR/root.pem from \"kmsproxyctl dev ca\""
 	case errors.Is(err, attestation.ErrMalformed):
 		return "the input must be an attestation document: raw CBOR (COSE_Sign1) or its base64"
+	case errors.Is(err, attestation.ErrKind), errors.Is(err, attestation.ErrModuleID):
+		return "AWS signs two kinds of document: a Nitro Enclave's (pcrs, module i-...-enc...) and an EC2 instance's NitroTPM's (nitrotpm_pcrs, module i-...-tpm...); this one is neither"
 	}
 	return ""
 }
 
 func runAttestVerify(ctx context.Context, e *env, args []string) error {
 	f := newFlags("attest verify", "[flags] FILE|-",
-		`Verify a Nitro Enclaves attestation document: the COSE_Sign1 ES384
-signature, the certificate chain up to a trusted root and its validity at
-the verification time, NSM's field rules, and optionally PCR values. FILE
-holds the raw document (CBOR) or its base64; - reads stdin. Exit status 0
-when it verifies, 1 with the failed check otherwise.`,
+		`Verify an AWS Nitro attestation document, a Nitro Enclave's (from its
+NSM) or an EC2 instance's (from its NitroTPM), and say which: the
+COSE_Sign1 ES384 signature, the certificate chain up to a trusted root and
+its validity at the verification time, the field rules of its kind, and
+optionally PCR values (an enclave's pcrs or the instance's nitrotpm_pcrs).
+FILE holds the raw document (CBOR) or its base64; - reads stdin. Exit
+status 0 when it verifies, 1 with the failed check otherwise.`,
 		`  kmsproxyctl attest verify doc.cbor
   kmsproxyctl attest verify --at document old-doc.cbor
   kmsproxyctl attest verify --root ./simca/root.pem --expect-pcr 0=$PCR0 --json doc.cbor
+  nitro-tpm-attest | kmsproxyctl attest verify --expect-pcr 4=$PCR4 --expect-pcr 12=$PCR12 -
   kmsproxyctl attest fetch --enclave vsock://16:5000 | kmsproxyctl attest verify -`)
 	var (
 		roots   stringsFlag
@@ -176,7 +184,7 @@ when it verifies, 1 with the failed check otherwise.`,
 	)
 	f.Var(&roots, "root", "trusted root certificate(s), PEM `FILE` (repeatable; default: the embedded AWS Nitro Enclaves root)")
 	f.Var(&at, "at", "verify at `TIME`: document (its own timestamp), now, or RFC 3339")
-	f.Var(&expects, "expect-pcr", "require PCR N to equal HEX, as `N=HEX` (repeatable)")
+	f.Var(&expects, "expect-pcr", "require PCR N (of the document's kind: an enclave's pcrs or a NitroTPM's nitrotpm_pcrs) to equal HEX, as `N=HEX` (repeatable)")
 	f.BoolVar(&asJSON, "json", false, "print the verified document as JSON")
 	pos, err := f.parse(e, args)
 	if err != nil {
@@ -220,17 +228,21 @@ when it verifies, 1 with the failed check otherwise.`,
 	return nil
 }
 
-// documentJSON is the --json form of a verified document.
+// documentJSON is the --json form of a verified document. Its PCRs are
+// under the name the document gives them: pcrs for an enclave,
+// nitrotpm_pcrs for an instance's NitroTPM.
 type documentJSON struct {
-	ModuleID   string    `json:"module_id"`
-	Timestamp  string    `json:"timestamp"`
-	Digest     string    `json:"digest"`
-	PCRs       pcrMap    `json:"pcrs"`
-	PublicKey  *[]byte   `json:"public_key"`
-	UserData   *[]byte   `json:"user_data"`
-	Nonce      *[]byte   `json:"nonce"`
-	Chain      []string  `json:"chain"`
-	VerifiedAt time.Time `json:"verified_at"`
+	Kind         string    `json:"kind"`
+	ModuleID     string    `json:"module_id"`
+	Timestamp    string    `json:"timestamp"`
+	Digest       string    `json:"digest"`
+	PCRs         pcrMap    `json:"pcrs,omitempty"`
+	NitroTPMPCRs pcrMap    `json:"nitrotpm_pcrs,omitempty"`
+	PublicKey    *[]byte   `json:"public_key"`
+	UserData     *[]byte   `json:"user_data"`
+	Nonce        *[]byte   `json:"nonce"`
+	Chain        []string  `json:"chain"`
+	VerifiedAt   time.Time `json:"verified_at"`
 }
 
 func newDocumentJSON(doc *attestation.Document, at time.Time) documentJSON {
@@ -241,15 +253,17 @@ func newDocumentJSON(doc *attestation.Document, at time.Time) documentJSON {
 		return &b
 	}
 	return documentJSON{
-		ModuleID:   doc.ModuleID,
-		Timestamp:  doc.Timestamp.UTC().Format(time.RFC3339Nano),
-		Digest:     doc.Digest,
-		PCRs:       pcrMap(doc.PCRs),
-		PublicKey:  opt(doc.PublicKey),
-		UserData:   opt(doc.UserData),
-		Nonce:      opt(doc.Nonce),
-		Chain:      doc.ChainSubjects(),
-		VerifiedAt: at.UTC().Truncate(time.Second),
+		Kind:         doc.Kind.String(),
+		ModuleID:     doc.ModuleID,
+		Timestamp:    doc.Timestamp.UTC().Format(time.RFC3339Nano),
+		Digest:       doc.Digest,
+		PCRs:         pcrMap(doc.PCRs),
+		NitroTPMPCRs: pcrMap(doc.NitroTPMPCRs),
+		PublicKey:    opt(doc.PublicKey),
+		UserData:     opt(doc.UserData),
+		Nonce:        opt(doc.Nonce),
+		Chain:        doc.ChainSubjects(),
+		VerifiedAt:   at.UTC().Truncate(time.Second),
 	}
 }
 
@@ -283,9 +297,14 @@ func printDocument(w io.Writer, d documentJSON, pcrsChecked int) {
 	if pcrsChecked > 0 {
 		fmt.Fprintf(w, ", %d expected PCR(s)", pcrsChecked)
 	}
-	fmt.Fprintf(w, "\nmodule_id:  %s\ntimestamp:  %s\ndigest:     %s\n", d.ModuleID, d.Timestamp, d.Digest)
-	for _, i := range d.PCRs.sorted() {
-		fmt.Fprintf(w, "PCR%-2d       %x\n", i, d.PCRs[i])
+	pcrs, conditions := d.PCRs, "kms:RecipientAttestation:PCR<n>"
+	if d.NitroTPMPCRs != nil {
+		pcrs, conditions = d.NitroTPMPCRs, "kms:RecipientAttestation:NitroTPMPCR<n>"
+	}
+	fmt.Fprintf(w, "\nkind:       %s (KMS condition keys %s)\nmodule_id:  %s\ntimestamp:  %s\ndigest:     %s\n",
+		d.Kind, conditions, d.ModuleID, d.Timestamp, d.Digest)
+	for _, i := range pcrs.sorted() {
+		fmt.Fprintf(w, "PCR%-2d       %x\n", i, pcrs[i])
 	}
 	field := func(name string, b *[]byte) {
 		if b == nil {

@@ -108,10 +108,11 @@ func TestScripts(t *testing.T) {
 // (each folder's PROVENANCE.md says where it comes from).
 func realTestdata(t *testing.T) map[string]string {
 	vars := map[string]string{
-		"NSM_DOCS":   "../../internal/attestation/testdata/real",
-		"NITRO_ROOT": "../../internal/attestation/aws_nitro_enclaves_root_g1.pem",
-		"CMS_REAL":   "../../internal/cms/testdata/real",
-		"AWS_DOCS":   "../../internal/keypolicy/testdata/aws-docs",
+		"NSM_DOCS":      "../../internal/attestation/testdata/real",
+		"NITROTPM_DOCS": "../../internal/attestation/testdata/nitrotpm",
+		"NITRO_ROOT":    "../../internal/attestation/aws_nitro_enclaves_root_g1.pem",
+		"CMS_REAL":      "../../internal/cms/testdata/real",
+		"AWS_DOCS":      "../../internal/keypolicy/testdata/aws-docs",
 	}
 	for k, rel := range vars {
 		abs, err := filepath.Abs(filepath.FromSlash(rel))
