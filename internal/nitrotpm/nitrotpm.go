@@ -595,13 +595,6 @@ func checkVendorResponse(rsp []byte) error {
 	return nil
 }
 
-func putUint32(b []byte, v uint32) {
-	b[0], b[1], b[2], b[3] = byte(v>>24), byte(v>>16), byte(v>>8), byte(v)
-}
-func getUint32(b []byte) uint32 {
-	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
-}
-
 // decodeResponse turns the NSM response into the document, with hf/nsm's
 // response type: {"Attestation": {"document": bytes}} or {"Error": code}.
 func decodeResponse(b []byte) ([]byte, error) {
