@@ -138,7 +138,7 @@ func TestValidateAttestationSources(t *testing.T) {
 		{name: "simulator socket", args: []string{"--attestation", "nitrotpm-sim", "--tpm-device", "unix:///tmp/tpm.sock", "--listen-parent", "unix:///tmp/k.sock", "--kms-dial", "direct", "--credentials", "env", "--region", "us-east-1"}, want: SourceNitroTPMSim},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := parseConfig(tt.args, env(nil))
+			c, err := parseConfig(tt.args, env(nil), io.Discard)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -151,7 +151,7 @@ func TestValidateAttestationSources(t *testing.T) {
 		})
 	}
 	// The environment spells it too.
-	c, err := parseConfig(nil, env(map[string]string{"KMSPROXY_ATTESTATION": "nitrotpm", "KMSPROXY_TPM_DEVICE": "/dev/tpm0"}))
+	c, err := parseConfig(nil, env(map[string]string{"KMSPROXY_ATTESTATION": "nitrotpm", "KMSPROXY_TPM_DEVICE": "/dev/tpm0"}), io.Discard)
 	if err != nil || c.attestationSource() != SourceNitroTPM || c.TPMDevice != "/dev/tpm0" {
 		t.Fatalf("from the environment: %v %+v", err, c)
 	}
