@@ -340,6 +340,13 @@ func TestBadResponses(t *testing.T) {
 		{name: "vendor response short", rewrite: only(vendor, []byte{0x80, 0x01, 0, 0}), want: nitrotpm.ErrResponse},
 		{name: "vendor response empty", rewrite: only(vendor, []byte{}), want: nitrotpm.ErrResponse},
 		{name: "vendor response oversized", rewrite: only(vendor, sessionResponse(make([]byte, 200))), want: nitrotpm.ErrResponse},
+		{name: "vendor response past the size limit", rewrite: only(vendor, authResponse(65)), want: nitrotpm.ErrResponse},
+		{name: "NSM response longer than the message buffer", rewrite: onFirstRead(func(d []byte) []byte {
+			// {"Attestation": {"document": <10000 bytes>}}: the head
+			// promises more than the 8192-byte buffer holds.
+			head := []byte("\xa1kAttestation\xa1hdocumentY\x27\x10")
+			return append(head, d[len(head):]...)
+		}), want: nitrotpm.ErrResponse},
 		{name: "vendor response at the size limit with parameters", rewrite: only(vendor, header(tpm2.TPMSTSessions, 0, append(binary.BigEndian.AppendUint32(nil, 1), make([]byte, 1+5)...))), want: nitrotpm.ErrResponse},
 		{name: "vendor response size field lies", rewrite: after(func(cc tpm2.TPMCC, cmd, rsp []byte) ([]byte, error) {
 			if cc != vendor {
@@ -452,6 +459,53 @@ func TestBadResponses(t *testing.T) {
 			if _, err := f.dev.Attest(context.Background(), attestation.Request{PublicKey: spki}); err != nil {
 				t.Fatalf("Attest after the failure: %v", err)
 			}
+		})
+	}
+}
+
+// authResponse is the vendor command's response with one authorization
+// response whose nonce and HMAC are n bytes each: n = 64 (SHA-512's size)
+// is the largest a TPM sends.
+func authResponse(n int) []byte {
+	body := binary.BigEndian.AppendUint32(nil, 0)
+	body = append(body, tpm2.Marshal(tpm2.TPMSAuthResponse{
+		Nonce: tpm2.TPM2BNonce{Buffer: make([]byte, n)}, Attributes: tpm2.TPMASession{ContinueSession: true}, Authorization: tpm2.TPM2BData{Buffer: make([]byte, n)},
+	})...)
+	return header(tpm2.TPMSTSessions, tpm2.TPMRCSuccess, body)
+}
+
+// TestLimitsAccepted: the largest vendor response a TPM sends, and the
+// smallest NV_BUFFER_MAX accepted, still give a document.
+func TestLimitsAccepted(t *testing.T) {
+	tests := []struct {
+		name    string
+		rewrite rewriter
+	}{
+		{name: "vendor response at the size limit", rewrite: func(cc tpm2.TPMCC, cmd []byte, send func() ([]byte, error)) ([]byte, error) {
+			rsp, err := send()
+			if err != nil || cc != nitrotpm.CommandNSMRequest {
+				return rsp, err
+			}
+			return authResponse(64), nil
+		}},
+		{name: "NV_BUFFER_MAX of 64 bytes", rewrite: func(cc tpm2.TPMCC, cmd []byte, send func() ([]byte, error)) ([]byte, error) {
+			if cc != tpm2.TPMCCGetCapability || binary.BigEndian.Uint32(cmd[10:14]) != uint32(tpm2.TPMCapTPMProperties) {
+				return send()
+			}
+			data := tpm2.TPMSCapabilityData{Capability: tpm2.TPMCapTPMProperties, Data: tpm2.NewTPMUCapabilities(tpm2.TPMCapTPMProperties,
+				&tpm2.TPMLTaggedTPMProperty{TPMProperty: []tpm2.TPMSTaggedProperty{{Property: tpm2.TPMPTNVBufferMax, Value: 64}}})}
+			return header(tpm2.TPMSTNoSessions, 0, append([]byte{0}, tpm2.Marshal(data)...)), nil
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, nitrotpmsim.Options{})
+			f.faults.set(tt.rewrite)
+			b, err := f.dev.Attest(context.Background(), attestation.Request{Nonce: []byte("n")})
+			if err != nil {
+				t.Fatalf("Attest: %v", err)
+			}
+			f.verify(t, b)
 		})
 	}
 }

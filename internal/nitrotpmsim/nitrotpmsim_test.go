@@ -102,6 +102,8 @@ func TestCommands(t *testing.T) {
 		{name: "unknown command", cmd: cmd(tpm2.TPMSTNoSessions, tpm2.TPMCCStartup, []byte{0, 0}), want: tpm2.TPMRCCommandCode},
 		{name: "size field lies", cmd: append(cmd(tpm2.TPMSTNoSessions, tpm2.TPMCCGetCapability, u32(6), u32(0), u32(1)), 0), want: tpm2.TPMRCCommandSize},
 		{name: "short header", cmd: []byte{0x80, 0x01, 0, 0, 0, 5}, want: tpm2.TPMRCCommandSize},
+		{name: "command at the size limit", cmd: cmd(tpm2.TPMSTNoSessions, tpm2.TPMCCGetCapability, u32(6), u32(0), u32(1), make([]byte, nitrotpmsim.MaxCommandSize-22)), want: tpm2.TPMRCSize},
+		{name: "command past the size limit", cmd: cmd(tpm2.TPMSTNoSessions, tpm2.TPMCCGetCapability, u32(6), u32(0), u32(1), make([]byte, nitrotpmsim.MaxCommandSize-21)), want: tpm2.TPMRCCommandSize},
 		{name: "trailing parameter bytes", cmd: cmd(tpm2.TPMSTNoSessions, tpm2.TPMCCGetCapability, u32(6), u32(0), u32(1), []byte{0}), want: tpm2.TPMRCSize},
 		{name: "vendor command before a write", setup: [][]byte{define(auth, 16)}, cmd: cmd(tpm2.TPMSTSessions, 0x20000001, u32(uint32(index)), u32(uint32(index)), pw(auth)), want: tpm2.TPMRCNVUninitialized},
 	}
@@ -154,6 +156,27 @@ func TestVendorCommandAnswers(t *testing.T) {
 				t.Errorf("message buffer starts %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestNVIndexLimit: MaxNVIndices indices fit, one more is TPM_RC_NV_SPACE.
+func TestNVIndexLimit(t *testing.T) {
+	sim := newSim(t)
+	for i := range nitrotpmsim.MaxNVIndices + 1 {
+		pub := tpm2.New2B(tpm2.TPMSNVPublic{NVIndex: index + tpm2.TPMHandle(i), NameAlg: tpm2.TPMAlgSHA256,
+			Attributes: tpm2.TPMANV{AuthRead: true, AuthWrite: true, NT: tpm2.TPMNTOrdinary}, DataSize: 16})
+		got := rc(t, sim.Execute(cmd(tpm2.TPMSTSessions, tpm2.TPMCCNVDefineSpace, u32(uint32(tpm2.TPMRHOwner)), pw(nil),
+			tpm2.Marshal(tpm2.TPM2BAuth{}), tpm2.Marshal(pub))))
+		want := tpm2.TPMRCSuccess
+		if i == nitrotpmsim.MaxNVIndices {
+			want = tpm2.TPMRCNVSpace
+		}
+		if got != want {
+			t.Fatalf("index %d: %v, want %v", i, got, want)
+		}
+	}
+	if n := sim.Defined(); n != nitrotpmsim.MaxNVIndices {
+		t.Errorf("Defined = %d", n)
 	}
 }
 
