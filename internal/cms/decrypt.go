@@ -9,6 +9,8 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
 )
 
 // contentKeySize is the AES-256 key size: the content-encryption key that the
@@ -83,30 +85,103 @@ func appendBase256(dst []byte, v uint64) []byte {
 }
 
 // Key is a recipient's RSA private key with its RecipientKeyID computed
-// once. kmsproxyd makes one per generated key and decrypts every envelope
-// with DecryptWithKeys, so that finding the key costs a comparison. A Key
-// made by NewKey is immutable and safe for concurrent use.
+// once and its copy in the backend that decrypts with it (DefaultBackend
+// unless NewKeyWithBackend chose another). kmsproxyd makes one per
+// generated key and decrypts every envelope with DecryptWithKeys, so that
+// finding the key costs a comparison and no request hands the key to the
+// backend again. A Key made by NewKey is safe for concurrent use; Destroy
+// ends it.
 type Key struct {
 	private *rsa.PrivateKey
 	id      [sha256.Size]byte
 	hasID   bool
+	backend Backend
+	adHoc   bool // made by Decrypt for one call: see adHocKey
+
+	// mu guards rsa against Destroy: decryptions hold it for reading.
+	mu        sync.RWMutex
+	rsa       unwrapper // the backend's copy; nil until first use in Decrypt's keys
+	destroyed bool
 }
 
-// NewKey returns priv with its recipient identifier. priv should be
-// precomputed (rsa.GenerateKey and the x509 parsers do it).
+// NewKey returns priv with its recipient identifier, handed to
+// DefaultBackend. The backend's copy is checked by decrypting one value
+// encrypted to the public key, so a key the backend cannot use fails here.
+// priv should be precomputed (rsa.GenerateKey and the x509 parsers do it).
+// The Key keeps priv (the Go backend decrypts with it); Destroy clears it.
 func NewKey(priv *rsa.PrivateKey) (*Key, error) {
+	return NewKeyWithBackend(priv, DefaultBackend())
+}
+
+// NewKeyWithBackend is NewKey with a chosen backend, one of Backends(): for
+// benchmarks and the tests that compare backends.
+func NewKeyWithBackend(priv *rsa.PrivateKey, b Backend) (*Key, error) {
 	if priv == nil {
 		return nil, errors.New("cms: failed to make key: no private key")
+	}
+	impl, ok := lookupBackend(b)
+	if !ok {
+		return nil, fmt.Errorf("cms: failed to make key: backend %q is not in this binary (it has %v)", b, Backends())
 	}
 	id, err := recipientKeyID(&priv.PublicKey)
 	if err != nil {
 		return nil, err
 	}
-	return &Key{private: priv, id: id, hasID: true}, nil
+	u, err := impl.load(priv)
+	if err != nil {
+		return nil, err
+	}
+	if b != BackendGo {
+		if err := pairwiseCheck(&priv.PublicKey, u); err != nil {
+			u.destroy()
+			return nil, err
+		}
+	}
+	k := &Key{private: priv, id: id, hasID: true, backend: b, rsa: u}
+	// A Key dropped without Destroy still frees the backend's copy.
+	runtime.AddCleanup(k, func(u unwrapper) { u.destroy() }, u)
+	return k, nil
 }
 
 // ID returns the key's RecipientKeyID.
 func (k *Key) ID() []byte { return bytes.Clone(k.id[:]) }
+
+// Backend is the backend that decrypts with k.
+func (k *Key) Backend() Backend { return k.backend }
+
+// DecryptOAEP is the key's bare RSA private-key operation: RSAES-OAEP with
+// SHA-256, MGF1-SHA-256 and an empty label, with the key's backend. It is
+// here so that benchmarks can time the backend alone; envelopes go through
+// DecryptWithKeys. Every failure is the same *Error of kind ErrKeyDecrypt.
+// The caller clears the result.
+func (k *Key) DecryptOAEP(ciphertext []byte) ([]byte, error) {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	if k.destroyed || k.rsa == nil {
+		return nil, errDestroyed
+	}
+	return k.rsa.decryptOAEP(ciphertext)
+}
+
+var errDestroyed = &Error{Kind: ErrKeyDecrypt, Reason: "the key was destroyed"}
+
+// Destroy frees the backend's copy of the key (OpenSSL clears it as it
+// frees it) and clears the *rsa.PrivateKey given to NewKey with
+// WipePrivateKey. It waits for decryptions in progress; later ones fail
+// with ErrKeyDecrypt. Destroy is safe to call more than once.
+func (k *Key) Destroy() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.destroyed {
+		return
+	}
+	k.destroyed = true
+	if k.rsa != nil {
+		k.rsa.destroy()
+		k.rsa = nil
+	}
+	WipePrivateKey(k.private)
+}
 
 // matches reports whether the key's identifier is id, computing the
 // identifier of a Key made inside Decrypt on first use.
@@ -119,6 +194,42 @@ func (k *Key) matches(id []byte) bool {
 		k.id, k.hasID = kid, true
 	}
 	return bytes.Equal(k.id[:], id)
+}
+
+// adHocKey is a Key for one call of Decrypt or (*Envelope).Decrypt: the
+// backend gets its copy when the key is first tried, and release frees that
+// copy without touching the caller's *rsa.PrivateKey.
+func adHocKey(priv *rsa.PrivateKey) *Key {
+	return &Key{private: priv, backend: DefaultBackend(), adHoc: true}
+}
+
+func (k *Key) release() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.rsa != nil {
+		k.rsa.destroy()
+		k.rsa = nil
+	}
+	k.destroyed = true
+}
+
+// loadAdHoc gives an ad hoc key its backend copy on first use. Only the
+// goroutine that owns an ad hoc key uses it, so loading needs no lock; a
+// Key from NewKey has its copy already and is left alone.
+func (k *Key) loadAdHoc() error {
+	if !k.adHoc || k.rsa != nil || k.destroyed {
+		return nil
+	}
+	impl, _ := lookupBackend(k.backend)
+	u, err := impl.load(k.private)
+	if err != nil && k.backend != BackendGo {
+		// A key the backend does not take (multi-prime, say) still opens
+		// with crypto/rsa.
+		k.backend = BackendGo
+		u, err = goUnwrapper{k.private}, nil
+	}
+	k.rsa = u
+	return err
 }
 
 // MatchesKey reports whether the envelope names pub as its recipient by KMS's
@@ -146,20 +257,26 @@ func (e *Envelope) hasKMSRecipientID() bool {
 // ErrNoMatchingKey; nil keys are skipped. Errors are *Error.
 //
 // The plaintext is at most MaxPlaintext bytes; the caller owns it and should
-// clear it when done. Decrypt computes each key's identifier per call;
-// DecryptWithKeys avoids that.
+// clear it when done. Decrypt computes each key's identifier per call and
+// hands the key it tries to DefaultBackend for this call alone (the caller's
+// keys are not changed); DecryptWithKeys avoids both.
 func Decrypt(envelope []byte, keys ...*rsa.PrivateKey) ([]byte, error) {
 	e, err := Parse(envelope)
 	if err != nil {
 		return nil, err
 	}
-	candidates := make([]Key, 0, len(keys))
+	candidates := make([]*Key, 0, len(keys))
 	for _, k := range keys {
 		if k != nil {
-			candidates = append(candidates, Key{private: k})
+			candidates = append(candidates, adHocKey(k))
 		}
 	}
-	return e.decryptAmong(len(candidates), func(i int) *Key { return &candidates[i] })
+	defer func() {
+		for _, k := range candidates {
+			k.release()
+		}
+	}()
+	return e.decryptAmong(len(candidates), func(i int) *Key { return candidates[i] })
 }
 
 // DecryptWithKeys is Decrypt with keys made by NewKey.
@@ -182,11 +299,11 @@ func (e *Envelope) decryptAmong(n int, key func(int) *Key) ([]byte, error) {
 		tried++
 		if e.hasKMSRecipientID() {
 			if k.matches(e.RecipientID) {
-				return e.decryptWith(k.private, true)
+				return e.decryptWith(k, true)
 			}
 			continue
 		}
-		plaintext, err := e.decryptWith(k.private, true)
+		plaintext, err := e.decryptWith(k, true)
 		if errors.Is(err, ErrKeyDecrypt) {
 			continue
 		}
@@ -211,14 +328,16 @@ func (e *Envelope) Decrypt(key *rsa.PrivateKey) ([]byte, error) {
 	if e.hasKMSRecipientID() && !e.MatchesKey(&key.PublicKey) {
 		return nil, newError(ErrNoMatchingKey, fmt.Sprintf("the key is not the recipient %x", []byte(e.RecipientID)))
 	}
-	return e.decryptWith(key, false) // the caller keeps e
+	k := adHocKey(key)
+	defer k.release()
+	return e.decryptWith(k, false) // the caller keeps e
 }
 
 // decryptWith unwraps the content-encryption key with key and decrypts the
 // content. inPlace says that the Envelope is private to the call (Decrypt and
 // DecryptWithKeys parse their own), so the plaintext may overwrite
 // EncryptedContent instead of needing a buffer of its own.
-func (e *Envelope) decryptWith(key *rsa.PrivateKey, inPlace bool) ([]byte, error) {
+func (e *Envelope) decryptWith(key *Key, inPlace bool) ([]byte, error) {
 	if err := e.checkDecryptable(); err != nil {
 		return nil, err
 	}
@@ -246,17 +365,20 @@ func (e *Envelope) checkDecryptable() error {
 	return nil
 }
 
-// unwrapKey decrypts the content-encryption key: RSAES-OAEP with SHA-256,
-// MGF1-SHA-256 and an empty label. The caller clears the result.
-func (e *Envelope) unwrapKey(key *rsa.PrivateKey) ([]byte, error) {
-	if len(e.EncryptedKey) != key.Size() {
-		return nil, newError(ErrKeyDecrypt, fmt.Sprintf("encrypted key is %d bytes, the key's modulus is %d", len(e.EncryptedKey), key.Size()))
+// unwrapKey decrypts the content-encryption key with the key's backend:
+// RSAES-OAEP with SHA-256, MGF1-SHA-256 and an empty label. Every backend
+// reports every OAEP failure with the same error, on purpose (RFC 8017
+// section 7.1.2, note). The caller clears the result.
+func (e *Envelope) unwrapKey(key *Key) ([]byte, error) {
+	if size := key.private.Size(); len(e.EncryptedKey) != size {
+		return nil, newError(ErrKeyDecrypt, fmt.Sprintf("encrypted key is %d bytes, the key's modulus is %d", len(e.EncryptedKey), size))
 	}
-	cek, err := rsa.DecryptOAEP(sha256.New(), nil, key, e.EncryptedKey, nil)
+	if err := key.loadAdHoc(); err != nil {
+		return nil, newError(ErrKeyDecrypt, "the key could not be used: "+err.Error())
+	}
+	cek, err := key.DecryptOAEP(e.EncryptedKey)
 	if err != nil {
-		// crypto/rsa returns one error for every OAEP failure, on purpose
-		// (RFC 8017 section 7.1.2 note): report it without detail.
-		return nil, newError(ErrKeyDecrypt, "RSA-OAEP decryption failed: wrong key or damaged encrypted key")
+		return nil, err
 	}
 	if len(cek) != contentKeySize {
 		clear(cek)

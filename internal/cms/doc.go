@@ -23,8 +23,13 @@
 // kmsproxyd gets them over TLS that ends inside the enclave.
 //
 // Decrypt takes *rsa.PrivateKey values; DecryptWithKeys takes keys from
-// NewKey, whose recipient identifier is computed once (kmsproxyd's hot
-// path). Parse and (*Envelope).Summary serve `kmsproxyctl cms inspect`;
+// NewKey, whose recipient identifier is computed once and whose private key
+// is handed to the RSA backend once (kmsproxyd's hot path). The RSA-OAEP
+// unwrap, the one CPU-heavy step, has two backends (Backend): crypto/rsa,
+// always linked, and OpenSSL's libcrypto through cgo, linked and made the
+// default by building with CGO_ENABLED=1 and -tags openssl (the enclave
+// image does, statically). Both give the same plaintexts and the same
+// errors; Key.Destroy frees and clears a key in both. Parse and (*Envelope).Summary serve `kmsproxyctl cms inspect`;
 // Encrypt serves devkms. The package does not log; callers must not log the
 // plaintext it returns.
 package cms

@@ -47,7 +47,11 @@ func TestRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cek, err := e0.unwrapKey(key)
+			k, err := NewKey(key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cek, err := e0.unwrapKey(k)
 			if err != nil {
 				t.Fatalf("unwrapKey: %v", err)
 			}

@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
 	"sync"
@@ -155,6 +156,21 @@ func testKey(tb testing.TB, bits int) *rsa.PrivateKey {
 		tb.Fatalf("failed to load committed test keys: %v", vectorKeysErr)
 	}
 	return vectorKeys[bits]
+}
+
+// copyKey returns a deep copy of a precomputed key, for tests that Destroy
+// a Key (which clears the *rsa.PrivateKey it was made from) made from one of
+// the shared test keys.
+func copyKey(priv *rsa.PrivateKey) *rsa.PrivateKey {
+	c := &rsa.PrivateKey{
+		PublicKey: rsa.PublicKey{N: new(big.Int).Set(priv.N), E: priv.E},
+		D:         new(big.Int).Set(priv.D),
+	}
+	for _, p := range priv.Primes {
+		c.Primes = append(c.Primes, new(big.Int).Set(p))
+	}
+	c.Precompute()
+	return c
 }
 
 // otherKey is an RSA-2048 key that is the recipient of nothing.

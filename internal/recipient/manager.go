@@ -369,9 +369,14 @@ func (m *Manager) release(k *key) {
 	}
 }
 
-// drop forgets a retired key with no leases left and clears what it can of
-// its private material (best effort: math/big and crypto/rsa keep internal
-// copies the Go runtime does not let us reach).
+// drop forgets a retired key with no leases left and destroys its private
+// key: the backend's copy is freed and cleared (OpenSSL's BN_clear_free) and
+// every word of the Go key that Go lets us reach (D, the primes, Dp, Dq,
+// Qinv and crypto/rsa's precomputed copy) is overwritten, by
+// cms.Key.Destroy. A decryption still running with the key through another
+// lease (an envelope that names it) finishes first; a later one fails
+// closed with cms.ErrKeyDecrypt. Copies the Go runtime made and no longer
+// references (garbage of key generation) are out of reach.
 func (m *Manager) drop(k *key) {
 	if !k.dropped.CompareAndSwap(false, true) {
 		return
@@ -379,10 +384,7 @@ func (m *Manager) drop(k *key) {
 	m.mu.Lock()
 	delete(m.retired, k.id)
 	m.mu.Unlock()
-	clear(k.priv.D.Bits())
-	for _, p := range k.priv.Primes {
-		clear(p.Bits())
-	}
+	k.ckey.Destroy()
 	k.docMu.Lock()
 	k.doc = nil
 	k.docMu.Unlock()

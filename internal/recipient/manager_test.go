@@ -7,6 +7,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"errors"
+	"math/big"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -445,4 +446,68 @@ func TestClosed(t *testing.T) {
 	if _, err := m.Acquire(context.Background()); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Acquire after Close: %v", err)
 	}
+}
+
+// TestDropClearsTheWholeKey is the attack on a rotated-out key: whoever
+// reads the process's memory after the key's last lease ended must find
+// none of its private numbers, the CRT values included, and the key must
+// decrypt nothing more.
+func TestDropClearsTheWholeKey(t *testing.T) {
+	ctx := context.Background()
+	m := newManager(t, Config{Attester: newAttester(t), AttestationTTL: time.Minute})
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go m.Run(runCtx)
+
+	old, err := m.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv := old.k.priv
+	env := envelopeFor(t, old, []byte("before the drop"))
+	if priv.Precomputed.Dp == nil || priv.Precomputed.Qinv == nil {
+		t.Fatal("the key is not precomputed")
+	}
+	words := map[string][]big.Word{}
+	for name, x := range map[string]*big.Int{
+		"D": priv.D, "P": priv.Primes[0], "Q": priv.Primes[1],
+		"Dp": priv.Precomputed.Dp, "Dq": priv.Precomputed.Dq, "Qinv": priv.Precomputed.Qinv,
+	} {
+		w := x.Bits()
+		words[name] = w[:cap(w)] // the whole backing array, spare capacity included
+	}
+	for name, w := range words {
+		if isZero(w) {
+			t.Fatalf("%s is zero before the drop", name)
+		}
+	}
+	if err := m.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for name, w := range words {
+		if isZero(w) {
+			t.Fatalf("%s was cleared while a lease still holds the key", name)
+		}
+	}
+	old.Release() // the last lease: the key is dropped
+	for name, w := range words {
+		if !isZero(w) {
+			t.Errorf("%s still holds non-zero words after the drop", name)
+		}
+	}
+	if _, err := old.k.ckey.DecryptOAEP(make([]byte, 256)); !errors.Is(err, cms.ErrKeyDecrypt) {
+		t.Errorf("the dropped key still decrypts: %v", err)
+	}
+	if _, err := cms.DecryptWithKeys(env, old.k.ckey); !errors.Is(err, cms.ErrKeyDecrypt) {
+		t.Errorf("envelope for the dropped key, with the dropped key: %v, want ErrKeyDecrypt", err)
+	}
+}
+
+func isZero(w []big.Word) bool {
+	for _, x := range w {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
 }
