@@ -15,11 +15,11 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"syscall"
 
 	"github.com/enclavekit/kmsproxy/internal/devkms"
+	kmsversion "github.com/enclavekit/kmsproxy/internal/version"
 )
 
 const usage = `devkms: a local AWS KMS that understands Nitro Enclaves attestation.
@@ -128,23 +128,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// buildVersion returns the module version and VCS revision the binary was
-// built from.
+// buildVersion returns the release devkms was built as and its Go release.
 func buildVersion() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "(unknown)"
-	}
-	v := bi.Main.Version
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			v += " " + s.Value
-		case "vcs.modified":
-			if s.Value == "true" {
-				v += " (modified)"
-			}
-		}
-	}
-	return v + " " + bi.GoVersion
+	return kmsversion.String() + " " + kmsversion.Go()
 }

@@ -20,13 +20,13 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"slices"
 	"sort"
 	"strings"
 	"syscall"
 
 	"github.com/enclavekit/kmsproxy/internal/suggest"
+	kmsversion "github.com/enclavekit/kmsproxy/internal/version"
 	"golang.org/x/term"
 )
 
@@ -184,22 +184,9 @@ that does not verify), 2 usage error.
 `)
 }
 
-// version returns the module version kmsproxyctl was built from.
+// version returns the release kmsproxyctl was built as and its Go release.
 func version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "(unknown)"
-	}
-	v := bi.Main.Version
-	if v == "" {
-		v = "(devel)"
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-			v += " " + s.Value[:12]
-		}
-	}
-	return v + " " + bi.GoVersion
+	return kmsversion.String() + " " + kmsversion.Go()
 }
 
 // usageError is a mistake in the command line: exit status 2.

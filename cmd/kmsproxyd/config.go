@@ -74,8 +74,9 @@ every call that returns a secret and opening KMS's answer where it runs.
 Usage:
   kmsproxyd [flags]
 
-Every flag can also be set in the environment as KMSPROXY_<FLAG>, e.g.
-KMSPROXY_REGION=eu-west-1; a flag on the command line wins.
+Every flag but --version can also be set in the environment as
+KMSPROXY_<FLAG>, e.g. KMSPROXY_REGION=eu-west-1; a flag on the command line
+wins.
 
 Examples:
   # In an enclave: credentials from the parent's instance role via IMDS.
@@ -121,7 +122,7 @@ func newFlagSet(c *Config) *flag.FlagSet {
 	fs.DurationVar(&c.RequestTimeout, "request-timeout", 10*time.Second, "whole request, upstream retries included")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "json or text")
-	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
+	fs.BoolVar(&c.Version, "version", false, "print the release, the Go release and the RSA backend (go or openssl), and exit")
 	// Parse errors are reported by run, in one line with a hint, as
 	// kmsproxyctl and devkms report theirs; -h prints the usage (printUsage).
 	fs.SetOutput(io.Discard)
@@ -156,13 +157,13 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (*
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] {
+		if set[f.Name] || !fromEnv(f.Name) {
 			return
 		}
 		name := EnvName(f.Name)
 		if v := getenv(name); v != "" {
 			if err := f.Value.Set(v); err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: %v", name, v, err))
+				errs = append(errs, fmt.Errorf("%s=%q: want %s", name, v, expectedForm(f)))
 			}
 		}
 	})
@@ -178,6 +179,28 @@ type usageError struct{ err error }
 
 func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
+
+// fromEnv reports whether a flag is read from the environment: every flag
+// but --version, which is an action, not a setting. Deployments commonly
+// set KMSPROXY_VERSION=1.4.2 to label what they run; read as the flag it
+// would stop kmsproxyd (not a boolean) or make it print its version and
+// exit instead of serving.
+func fromEnv(flagName string) bool { return flagName != "version" }
+
+// expectedForm says in words what a flag's value must look like, for an
+// environment variable that does not parse.
+func expectedForm(f *flag.Flag) string {
+	switch f.Value.(flag.Getter).Get().(type) {
+	case bool:
+		return "true or false"
+	case int:
+		return "a whole number, e.g. " + f.DefValue
+	case time.Duration:
+		return "a duration such as 90s, 5m or 1h30m (0 where the flag allows it)"
+	default:
+		return "a value for --" + f.Name
+	}
+}
 
 // EnvName is the environment variable for a flag name.
 func EnvName(flagName string) string {

@@ -2,11 +2,15 @@ package main
 
 import (
 	"bytes"
+	"flag"
 	"io"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/enclavekit/kmsproxy/internal/cms"
 )
 
 func env(m map[string]string) func(string) string {
@@ -49,7 +53,8 @@ func TestParseConfigErrors(t *testing.T) {
 		env  map[string]string
 		want string
 	}{
-		{name: "bad env value", env: map[string]string{"KMSPROXY_KEY_BITS": "many"}, want: "KMSPROXY_KEY_BITS"},
+		{name: "bad env value", env: map[string]string{"KMSPROXY_KEY_BITS": "many"}, want: `KMSPROXY_KEY_BITS="many": want a whole number, e.g. 2048`},
+		{name: "bad env duration", env: map[string]string{"KMSPROXY_KEY_ROTATION": "hourly"}, want: `KMSPROXY_KEY_ROTATION="hourly": want a duration such as 90s, 5m or 1h30m`},
 		{name: "unknown flag", args: []string{"--nope"}, want: "nope"},
 		{name: "positional", args: []string{"serve"}, want: "unexpected argument"},
 	} {
@@ -59,6 +64,45 @@ func TestParseConfigErrors(t *testing.T) {
 				t.Fatalf("parseConfig error = %v, want one containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// A release label in the environment, as deployments set one, must neither
+// stop kmsproxyd nor turn it into a --version run.
+func TestVersionIsNotReadFromTheEnvironment(t *testing.T) {
+	for _, v := range []string{"1.4.2", "true", "v1.4.2-3-gdeadbeef"} {
+		c, err := parseConfig(nil, env(map[string]string{"KMSPROXY_VERSION": v, "KMSPROXY_REGION": "eu-west-1"}), io.Discard)
+		if err != nil {
+			t.Fatalf("KMSPROXY_VERSION=%s: %v", v, err)
+		}
+		if c.Version || c.Region != "eu-west-1" {
+			t.Errorf("KMSPROXY_VERSION=%s: Version=%v Region=%q", v, c.Version, c.Region)
+		}
+	}
+}
+
+// Every flag read from the environment names its variable and the form
+// it wants when the value does not parse.
+func TestEveryEnvErrorNamesVariableAndForm(t *testing.T) {
+	var c Config
+	fs := newFlagSet(&c)
+	n := 0
+	fs.VisitAll(func(f *flag.Flag) {
+		if !fromEnv(f.Name) {
+			return
+		}
+		name := EnvName(f.Name)
+		_, err := parseConfig(nil, env(map[string]string{name: "\x00not-a-value"}), io.Discard)
+		if err == nil {
+			return // a string flag: any text parses; Validate judges it
+		}
+		n++
+		if msg := err.Error(); !strings.HasPrefix(msg, name+"=") || !strings.Contains(msg, ": want ") || strings.Contains(msg, "parse error") {
+			t.Errorf("%s: error %q does not name the variable and the expected form", name, msg)
+		}
+	})
+	if n < 5 {
+		t.Fatalf("only %d flags rejected a bad value: the test lost its cases", n)
 	}
 }
 
@@ -168,6 +212,12 @@ func TestRunUsageErrors(t *testing.T) {
 	stderr.Reset()
 	if code := run([]string{"-version"}, env(nil), &stdout, &stderr); code != 0 || !strings.HasPrefix(stdout.String(), "kmsproxyd ") {
 		t.Fatalf("-version: exit %d, stdout %q", code, stdout.String())
+	}
+	// The Go release and the RSA backend, as the other binaries print
+	// their Go release.
+	want := " " + runtime.Version() + " rsa=" + string(cms.DefaultBackend()) + " ("
+	if !strings.Contains(stdout.String(), want) {
+		t.Errorf("-version printed %q, want it to contain %q", stdout.String(), want)
 	}
 }
 

@@ -15,18 +15,19 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/enclavekit/kmsproxy/internal/cms"
 	"github.com/enclavekit/kmsproxy/internal/credentials"
 	"github.com/enclavekit/kmsproxy/internal/policy"
 	"github.com/enclavekit/kmsproxy/internal/proxy"
 	"github.com/enclavekit/kmsproxy/internal/recipient"
 	"github.com/enclavekit/kmsproxy/internal/transport"
 	"github.com/enclavekit/kmsproxy/internal/upstream"
+	kmsversion "github.com/enclavekit/kmsproxy/internal/version"
 )
 
 // drainGrace is added to --request-timeout for the shutdown drain: requests
@@ -52,7 +53,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 2
 	}
 	if cfg.Version {
-		fmt.Fprintln(stdout, "kmsproxyd", version())
+		fmt.Fprintln(stdout, versionLine())
 		return 0
 	}
 	if err := cfg.Validate(); err != nil {
@@ -244,7 +245,8 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, start time.Time) 
 		})
 		log.Info("listening", "listener", l.name, "address", l.addr, "actual", l.ln.Addr().String())
 	}
-	log.Info("kmsproxyd ready", "version", version(), "region", region,
+	log.Info("kmsproxyd ready", "version", version(), "go", kmsversion.Go(),
+		"rsa_backend", rsaBackend(), "region", region,
 		"credentials", cfg.Credentials, "attestation", cfg.attestationSource(),
 		"key_fingerprint", mgr.Status().KeyFingerprint,
 		"startup_ms", float64(time.Since(start).Microseconds())/1000)
@@ -295,22 +297,26 @@ func newUpstream(cfg *Config, region string, creds credentials.Provider) (*upstr
 // kmsproxyd worked out (region, endpoint) filled in.
 func effectiveSettings(cfg *Config, region string, up *upstream.Client) map[string]any {
 	s := cfg.Settings()
+	s["rsa-backend"] = rsaBackend()
 	s["region"] = region
 	s["kms-endpoint"] = up.Endpoint()
 	return s
 }
 
-// version is the module version and VCS revision the binary was built from.
-func version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	v := bi.Main.Version
-	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-			v += " (" + s.Value[:12] + ")"
-		}
-	}
-	return v
+// version is the release kmsproxyd was built as: the stamped version of a
+// release build, else what Go recorded (see internal/version).
+func version() string { return kmsversion.String() }
+
+// rsaBackend names the implementation of the envelope's RSA-OAEP unwrap,
+// e.g. "openssl (OpenSSL 3.0.22 ...)" or "go (crypto/rsa go1.26.8)".
+func rsaBackend() string {
+	b := cms.DefaultBackend()
+	return fmt.Sprintf("%s (%s)", b, cms.BackendVersion(b))
+}
+
+// versionLine is what --version prints: the release, the Go release, and
+// the RSA backend, e.g.
+// "kmsproxyd v1.4.2 go1.26.8 rsa=openssl (OpenSSL 3.0.22 ...)".
+func versionLine() string {
+	return fmt.Sprintf("kmsproxyd %s %s rsa=%s", version(), kmsversion.Go(), rsaBackend())
 }
