@@ -40,7 +40,7 @@ func TestEnclaveImageBuildah(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := df.KmsproxydBuild()
+	b, err := df.KmsproxydBuild(nil)
 	if err != nil {
 		t.Fatal(err)
 	}

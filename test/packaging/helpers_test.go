@@ -1,7 +1,9 @@
 package packaging
 
 import (
+	"bytes"
 	"context"
+	"debug/elf"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,10 +57,38 @@ var (
 	reproErr  error
 )
 
+// requireLibcrypto skips a test that builds the OpenSSL kmsproxyd on a
+// machine without libssl-dev (a Go-only machine), with a message, unless
+// KMSPROXY_REQUIRE_TOOLS=1 (CI), where it fails.
+func requireLibcrypto(t testing.TB) {
+	t.Helper()
+	if _, err := localPackageVersion(context.Background(), LibcryptoPackage); err != nil {
+		if os.Getenv("KMSPROXY_REQUIRE_TOOLS") == "1" {
+			t.Fatalf("%v, and KMSPROXY_REQUIRE_TOOLS=1", err)
+		}
+		t.Skipf("%v: the enclave build links OpenSSL statically (apt-get install %s; set KMSPROXY_REQUIRE_TOOLS=1 to fail instead of skipping)", err, LibcryptoPackage)
+	}
+}
+
+// isDynamic reports whether an ELF binary names an interpreter.
+func isDynamic(bin []byte) bool {
+	f, err := elf.NewFile(bytes.NewReader(bin))
+	if err != nil {
+		return false
+	}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return true
+		}
+	}
+	return false
+}
+
 // sharedReproduction runs Reproduce once per test binary, so that the
 // reproducibility test and the image test share one pair of cold builds.
 func sharedReproduction(t testing.TB) *Reproduction {
 	t.Helper()
+	requireLibcrypto(t)
 	reproOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 		defer cancel()

@@ -16,9 +16,11 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -28,6 +30,7 @@ type ReproduceConfig struct {
 	Dockerfile string    // default: Root/Dockerfile.enclave
 	WorkDir    string    // where the two build directories are made; default: os.TempDir()
 	GOARCH     string    // default: the go command's own GOARCH (docker builds for the host's platform)
+	BuildArgs  map[string]string // docker build --build-arg values, e.g. VERSION, CGO_ENABLED
 	Go         string    // the go command; default "go" from PATH
 	Out        string    // when set, the binary is written there (mode 0755)
 	Log        io.Writer // progress lines; nil discards them
@@ -39,6 +42,9 @@ type Reproduction struct {
 	Env              []string  // the build variables both builds ran with (from the Dockerfile, plus GOOS/GOARCH)
 	GoVersion        string    // the local toolchain, e.g. go1.26.8
 	BuilderGoVersion string    // the Go release of the Dockerfile's builder image, e.g. 1.26.8
+	Libcrypto        string    // the libssl-dev version the Dockerfile pins; "" for a pure Go build
+	LocalLibcrypto   string    // the libssl-dev version installed here ("" if unknown)
+	Backend          string    // the RSA backend linked into the binary: "openssl" or "go"
 	Dirs             [2]string // where the two builds ran (removed afterwards)
 	SHA256           [2]string // hex SHA-256 of each build's binary (equal)
 	Size             int64
@@ -103,17 +109,18 @@ func Reproduce(ctx context.Context, cfg ReproduceConfig) (*Reproduction, error) 
 	if err != nil {
 		return nil, err
 	}
-	if vs := Check(df); len(vs) > 0 {
+	if vs := Check(df, cfg.BuildArgs); len(vs) > 0 {
 		var lines []string
 		for _, v := range vs {
 			lines = append(lines, v.String())
 		}
 		return nil, fmt.Errorf("packaging: %s breaks the enclave build's rules:\n  %s", cfg.Dockerfile, strings.Join(lines, "\n  "))
 	}
-	b, err := df.KmsproxydBuild()
+	b, err := df.KmsproxydBuild(cfg.BuildArgs)
 	if err != nil {
 		return nil, err
 	}
+	cgo, _ := b.Getenv("CGO_ENABLED")
 
 	goEnv, err := hostGoEnv(ctx, cfg.Go)
 	if err != nil {
@@ -125,8 +132,19 @@ func Reproduce(ctx context.Context, cfg ReproduceConfig) (*Reproduction, error) 
 	}
 	rep := &Reproduction{Command: b.Command(), GoVersion: goEnv["GOVERSION"]}
 	rep.BuilderGoVersion, _ = df.BuilderGoVersion()
-	// The Dockerfile's variables: the stage's ENV, then the RUN line's own.
+	// The Dockerfile's variables: the stage's ENV and ARG, then the RUN
+	// line's own.
 	rep.Env = append(append([]string{"GOOS=linux", "GOARCH=" + goarch}, b.StageEnv...), b.Env...)
+	if cgo == "1" {
+		rep.Libcrypto = df.Libcrypto()
+		local, err := localPackageVersion(ctx, LibcryptoPackage)
+		if err != nil {
+			return rep, fmt.Errorf("packaging: the Dockerfile builds kmsproxyd with OpenSSL (CGO_ENABLED=1), which needs %s here: %w;"+
+				" install it (apt-get install %s=%s) or replay the pure Go build (CGO_ENABLED=0 as a build argument)",
+				LibcryptoPackage, err, LibcryptoPackage, rep.Libcrypto)
+		}
+		rep.LocalLibcrypto = local
+	}
 
 	work, err := os.MkdirTemp(cfg.WorkDir, "kmsproxy-reproducible-")
 	if err != nil {
@@ -168,6 +186,10 @@ func Reproduce(ctx context.Context, cfg ReproduceConfig) (*Reproduction, error) 
 	if err := CheckBinary(rep.Binary); err != nil {
 		return rep, err
 	}
+	rep.Backend = BinaryBackend(rep.Binary)
+	if want := map[string]string{"1": "openssl", "0": "go"}[cgo]; rep.Backend != want {
+		return rep, fmt.Errorf("packaging: the binary built with CGO_ENABLED=%s decrypts with the %s backend, want %s", cgo, rep.Backend, want)
+	}
 	if cfg.Out != "" {
 		if err := os.MkdirAll(filepath.Dir(cfg.Out), 0o755); err != nil {
 			return rep, fmt.Errorf("failed to create the output directory: %w", err)
@@ -185,22 +207,16 @@ func buildOnce(ctx context.Context, cfg ReproduceConfig, df *Dockerfile, b *GoBu
 	root := filepath.Join(dir, "fs")
 	st := df.Stage(b.Stage)
 	runDir := "/"
-	for i, in := range st.Instructions {
-		if in.Line == b.Line {
+	for i, c := range st.Commands {
+		if Line(c) == b.Line {
 			runDir = st.Workdir(i)
 			break
 		}
-		if in.Cmd != "COPY" {
+		cp, ok := c.(*instructions.CopyCommand)
+		if !ok || cp.From != "" {
 			continue
 		}
-		c, err := in.Copy()
-		if err != nil {
-			return nil, err
-		}
-		if c.From != "" {
-			continue
-		}
-		if err := copyFromContext(cfg.Root, root, st.Workdir(i), c); err != nil {
+		if err := copyFromContext(cfg.Root, root, st.Workdir(i), copyOf(cp)); err != nil {
 			return nil, err
 		}
 	}
@@ -377,10 +393,25 @@ const (
 	devkmsPackage    = modulePath + "/internal/devkms."
 )
 
+// cmsOpenSSLFunc is a function only the OpenSSL backend of internal/cms
+// has: its name stays in a stripped binary's function table.
+const cmsOpenSSLFunc = modulePath + "/internal/cms._Cfunc_kp_decrypt"
+
+// BinaryBackend returns the RSA backend linked into a kmsproxyd binary:
+// "openssl" or "go".
+func BinaryBackend(bin []byte) string {
+	if bytes.Contains(bin, []byte(cmsOpenSSLFunc)) {
+		return "openssl"
+	}
+	return "go"
+}
+
 // CheckBinary checks a kmsproxyd binary built for the enclave: the build
-// settings Go records in it (static, -trimpath, no build tags, no VCS stamp),
-// no ELF symbol table, DWARF or Go build ID, and neither the NSM simulator
-// nor devkms linked in.
+// settings Go records in it (-trimpath, no build tags but the OpenSSL
+// build's, no VCS stamp, cgo only for the OpenSSL backend), fully static (no
+// ELF interpreter, no shared library: FROM scratch has none), no ELF symbol
+// table, DWARF or Go build ID, and neither the NSM simulator nor devkms
+// linked in.
 func CheckBinary(bin []byte) error {
 	var problems []string
 	bi, err := buildinfo.Read(bytes.NewReader(bin))
@@ -391,19 +422,31 @@ func CheckBinary(bin []byte) error {
 		problems = append(problems, fmt.Sprintf("main package %s, want %s", bi.Path, kmsproxydPath))
 	}
 	settings := map[string]string{}
+	var tags []string
 	for _, s := range bi.Settings {
 		settings[s.Key] = s.Value
 		switch {
 		case s.Key == "-tags":
-			problems = append(problems, "built with -tags "+s.Value)
+			tags = strings.Split(s.Value, ",")
+			for _, tag := range tags {
+				if !slices.Contains(OpenSSLTags, tag) {
+					problems = append(problems, "built with -tags "+tag+" (want only "+strings.Join(OpenSSLTags, ",")+")")
+				}
+			}
 		case strings.HasPrefix(s.Key, "vcs"):
 			problems = append(problems, "stamped with "+s.Key+" (want -buildvcs=false)")
 		case s.Key == "-race" || s.Key == "-msan" || s.Key == "-asan" || s.Key == "-cover":
 			problems = append(problems, "built with "+s.Key)
 		}
 	}
-	if settings["CGO_ENABLED"] != "0" {
-		problems = append(problems, "CGO_ENABLED="+settings["CGO_ENABLED"]+", want 0")
+	switch settings["CGO_ENABLED"] {
+	case "0":
+	case "1":
+		if !slices.Contains(tags, "openssl") {
+			problems = append(problems, "CGO_ENABLED=1 without -tags openssl: cgo is only for the OpenSSL backend")
+		}
+	default:
+		problems = append(problems, "CGO_ENABLED="+settings["CGO_ENABLED"]+", want 1 (OpenSSL) or 0 (pure Go)")
 	}
 	if settings["-trimpath"] != "true" {
 		problems = append(problems, "not built with -trimpath")
@@ -415,6 +458,15 @@ func CheckBinary(bin []byte) error {
 	f, err := elf.NewFile(bytes.NewReader(bin))
 	if err != nil {
 		return fmt.Errorf("packaging: failed to read the binary as ELF: %w", err)
+	}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			problems = append(problems, "dynamically linked (it names an ELF interpreter; want -ldflags=-extldflags=-static)")
+			break
+		}
+	}
+	if libs, err := f.ImportedLibraries(); err == nil && len(libs) > 0 {
+		problems = append(problems, "needs the shared libraries "+strings.Join(libs, ", ")+" (FROM scratch has none)")
 	}
 	for _, s := range f.Sections {
 		switch {
@@ -441,4 +493,17 @@ func CheckBinary(bin []byte) error {
 		return fmt.Errorf("packaging: the kmsproxyd binary is not fit for the enclave: %s", strings.Join(problems, "; "))
 	}
 	return nil
+}
+
+// localPackageVersion is the version of a Debian package installed here.
+func localPackageVersion(ctx context.Context, name string) (string, error) {
+	out, err := exec.CommandContext(ctx, "dpkg-query", "-W", "-f", "${Status}\t${Version}", name).Output()
+	if err != nil {
+		return "", fmt.Errorf("%s is not installed (dpkg-query -W %s: %v)", name, name, err)
+	}
+	status, version, _ := strings.Cut(string(out), "\t")
+	if !strings.HasSuffix(status, " installed") || version == "" {
+		return "", fmt.Errorf("%s is not installed (dpkg status %q)", name, status)
+	}
+	return version, nil
 }

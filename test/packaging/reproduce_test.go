@@ -26,7 +26,7 @@ func TestReproducible(t *testing.T) {
 	if rep.Size != int64(len(rep.Binary)) || rep.Size < 1<<20 {
 		t.Errorf("binary of %d bytes (Size %d)", len(rep.Binary), rep.Size)
 	}
-	for _, kv := range []string{"CGO_ENABLED=0", "GOTOOLCHAIN=local", "GOOS=linux"} {
+	for _, kv := range []string{"CGO_ENABLED=1", "GOTOOLCHAIN=local", "GOOS=linux", "VERSION="} {
 		if !slices.Contains(rep.Env, kv) {
 			t.Errorf("the builds ran without %s (env %q)", kv, rep.Env)
 		}
@@ -41,6 +41,40 @@ func TestReproducible(t *testing.T) {
 	}
 	if err := CheckBinary(rep.Binary); err != nil {
 		t.Error(err)
+	}
+	if rep.Backend != "openssl" || rep.Libcrypto == "" {
+		t.Errorf("the Dockerfile's default build has backend %q with libssl-dev %q, want openssl with a pinned version", rep.Backend, rep.Libcrypto)
+	}
+	if rep.LocalLibcrypto != rep.Libcrypto {
+		t.Logf("note: libssl-dev %s here, %s in Dockerfile.enclave: the image's binary will differ from this one", rep.LocalLibcrypto, rep.Libcrypto)
+	}
+}
+
+// The image's binary runs where it will run: alone in an empty root, no
+// dynamic loader, no shared library, no /etc. --version calls into
+// libcrypto for its version, so the static OpenSSL is there and works.
+func TestReproducibleBinaryRunsInAnEmptyRoot(t *testing.T) {
+	rep := sharedReproduction(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := RunInEmptyRoot(ctx, rep.Binary, "--version")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out, "kmsproxyd (devel) go") || !strings.Contains(out, " rsa=openssl (OpenSSL 3.") {
+		t.Errorf("kmsproxyd --version in an empty root printed %q, want the release, the Go release and rsa=openssl", out)
+	}
+	// And a dynamically linked binary does not run there: the check can fail.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	test, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := RunInEmptyRoot(ctx, test, "-test.run=^$"); err == nil && isDynamic(test) {
+		t.Errorf("a dynamically linked binary ran in the empty root: %q", out)
 	}
 }
 
@@ -59,6 +93,7 @@ func TestReproduceUsesOnlyWhatTheDockerfileCopies(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	requireLibcrypto(t)
 	_, err := Reproduce(ctx, ReproduceConfig{Root: harness.RepoRootT(t), Dockerfile: df, WorkDir: t.TempDir()})
 	if err == nil || !strings.Contains(err.Error(), "internal/") {
 		t.Fatalf("Reproduce with internal/ not copied: err = %v, want the build to fail on a missing internal package", err)
@@ -68,7 +103,10 @@ func TestReproduceUsesOnlyWhatTheDockerfileCopies(t *testing.T) {
 func TestReproduceRefusesABrokenDockerfile(t *testing.T) {
 	orig := string(readRepoFile(t, "Dockerfile.enclave"))
 	df := filepath.Join(t.TempDir(), "Dockerfile")
-	bad := strings.Replace(orig, "go build -trimpath", "go build -tags nsmsim -trimpath", 1)
+	bad := strings.Replace(orig, "-tags netgo,osusergo,openssl", "-tags netgo,osusergo,openssl,nsmsim", 1)
+	if bad == orig {
+		t.Fatal("Dockerfile.enclave no longer has -tags netgo,osusergo,openssl")
+	}
 	if err := os.WriteFile(df, []byte(bad), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +132,7 @@ func TestCheckBinaryRejects(t *testing.T) {
 	}{
 		// The test binary is another main package, built with cgo, without
 		// -trimpath, with a build ID (go test strips its symbols itself).
-		{"test binary", testBin, []string{"main package", "CGO_ENABLED=1", "-trimpath", "build ID"}},
+		{"test binary", testBin, []string{"main package", "CGO_ENABLED=1 without -tags openssl", "-trimpath", "build ID", "dynamically linked"}},
 		{"not a Go binary", []byte("\x7fELF not really"), []string{"build information"}},
 		{"empty", nil, []string{"build information"}},
 	}

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 )
 
 // RootfsEntry is one file or directory of the final image.
@@ -48,25 +50,22 @@ func (r *Rootfs) Entry(p string) *RootfsEntry {
 // touch -h -d @SECONDS PATH... Anything else is an error: these are the
 // commands whose effect on the image this function can state exactly.
 func (df *Dockerfile) Rootfs() (*Rootfs, error) {
-	b, err := df.KmsproxydBuild()
+	b, err := df.KmsproxydBuild(nil)
 	if err != nil {
 		return nil, err
 	}
 	final := df.Final()
 	var r *Rootfs
-	for _, in := range final.Instructions {
-		if in.Cmd != "COPY" {
+	for _, c := range final.Commands {
+		cp, ok := c.(*instructions.CopyCommand)
+		if !ok {
 			continue
 		}
-		c, err := in.Copy()
-		if err != nil {
-			return nil, err
-		}
-		if c.From == b.Stage && len(c.Sources) == 1 && path.Clean(c.Dest) == "/" && strings.HasSuffix(c.Sources[0], "/") {
+		if cp.From == b.Stage && len(cp.SourcePaths) == 1 && path.Clean(cp.DestPath) == "/" && strings.HasSuffix(cp.SourcePaths[0], "/") {
 			if r != nil {
-				return nil, &ParseError{Line: in.Line, Msg: "the final stage copies more than one builder directory to /"}
+				return nil, &ParseError{Line: Line(cp), Msg: "the final stage copies more than one builder directory to /"}
 			}
-			r = &Rootfs{Dir: path.Clean(c.Sources[0]), Line: in.Line}
+			r = &Rootfs{Dir: path.Clean(cp.SourcePaths[0]), Line: Line(cp)}
 		}
 	}
 	if r == nil {
@@ -76,17 +75,22 @@ func (df *Dockerfile) Rootfs() (*Rootfs, error) {
 		return nil, &ParseError{Line: r.Line, Msg: "the copied builder directory must be an absolute path other than /"}
 	}
 	st := df.Stage(b.Stage)
-	for _, in := range st.Instructions {
-		if in.Cmd != "RUN" || !strings.Contains(in.Args, r.Dir) {
+	for _, c := range st.Commands {
+		run, ok := c.(*instructions.RunCommand)
+		if !ok || !strings.Contains(strings.Join(run.CmdLine, " "), r.Dir) {
 			continue
 		}
-		for _, part := range strings.Split(in.Args, "&&") {
-			words, err := SplitWords(part)
+		cmd, ok := shellCommand(run)
+		if !ok {
+			return nil, &ParseError{Line: Line(run), Msg: "assembling " + r.Dir + ": want a shell-form RUN without heredocs"}
+		}
+		for _, part := range strings.Split(cmd, "&&") {
+			words, err := SplitWords(part, nil)
 			if err != nil {
-				return nil, &ParseError{Line: in.Line, Msg: "assembling " + r.Dir + ": " + err.Error()}
+				return nil, &ParseError{Line: Line(run), Msg: "assembling " + r.Dir + ": " + err.Error()}
 			}
 			if err := r.apply(words); err != nil {
-				return nil, &ParseError{Line: in.Line, Msg: "assembling " + r.Dir + ": " + err.Error()}
+				return nil, &ParseError{Line: Line(run), Msg: "assembling " + r.Dir + ": " + err.Error()}
 			}
 		}
 	}

@@ -191,7 +191,7 @@ func TestUnitsCommandLines(t *testing.T) {
 		if len(starts) != 1 {
 			t.Fatalf("%s: %d ExecStart lines", unit, len(starts))
 		}
-		words, err := SplitWords(starts[0])
+		words, err := SplitWords(starts[0], nil)
 		if err != nil {
 			t.Fatalf("%s: %v", unit, err)
 		}
