@@ -33,6 +33,7 @@ func wipePrecomputed(pre *rsa.PrecomputedValues) {
 	wipeInt(pre.Dp)
 	wipeInt(pre.Dq)
 	wipeInt(pre.Qinv)
+	//lint:ignore SA1019 Precompute still fills in the deprecated CRT values for multi-prime keys: they are secrets to clear.
 	for _, v := range pre.CRTValues {
 		wipeInt(v.Exp)
 		wipeInt(v.Coeff)

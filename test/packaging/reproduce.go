@@ -26,14 +26,14 @@ import (
 
 // ReproduceConfig says what Reproduce builds and where.
 type ReproduceConfig struct {
-	Root       string    // module root, which is also the docker build context
-	Dockerfile string    // default: Root/Dockerfile.enclave
-	WorkDir    string    // where the two build directories are made; default: os.TempDir()
-	GOARCH     string    // default: the go command's own GOARCH (docker builds for the host's platform)
+	Root       string            // module root, which is also the docker build context
+	Dockerfile string            // default: Root/Dockerfile.enclave
+	WorkDir    string            // where the two build directories are made; default: os.TempDir()
+	GOARCH     string            // default: the go command's own GOARCH (docker builds for the host's platform)
 	BuildArgs  map[string]string // docker build --build-arg values, e.g. VERSION, CGO_ENABLED
-	Go         string    // the go command; default "go" from PATH
-	Out        string    // when set, the binary is written there (mode 0755)
-	Log        io.Writer // progress lines; nil discards them
+	Go         string            // the go command; default "go" from PATH
+	Out        string            // when set, the binary is written there (mode 0755)
+	Log        io.Writer         // progress lines; nil discards them
 }
 
 // Reproduction is the result of two identical builds.

@@ -24,17 +24,17 @@ func (v Violation) String() string {
 
 // The rules Check enforces, by name.
 const (
-	RulePinned       = "pinned-base"     // every base image pinned by sha256 digest
-	RuleBuilder      = "builder-image"   // the builder is the official golang image for a Go release
-	RuleNoFetch      = "no-fetch"        // source comes from COPY, never ADD, git, curl or wget
-	RulePackages     = "pinned-packages" // every apt-get install names an exact version
+	RulePinned       = "pinned-base"      // every base image pinned by sha256 digest
+	RuleBuilder      = "builder-image"    // the builder is the official golang image for a Go release
+	RuleNoFetch      = "no-fetch"         // source comes from COPY, never ADD, git, curl or wget
+	RulePackages     = "pinned-packages"  // every apt-get install names an exact version
 	RuleLibcrypto    = "static-libcrypto" // the cgo build links a pinned libssl-dev statically
-	RuleBuildFlags   = "build-flags"     // -trimpath -buildvcs=false -ldflags="-s -w -buildid= ..." and nothing that changes what is built
-	RuleNoSimulator  = "no-simulator"    // only the tags netgo, osusergo, openssl (never nsmsim)
-	RuleFinalScratch = "final-scratch"   // the final stage is FROM scratch
-	RuleFinalRuns    = "final-runs"      // the final stage only COPYs and sets ENTRYPOINT
-	RuleFinalFiles   = "final-files"     // exactly the binary and the policy, with fixed modes and mtimes
-	RuleEntrypoint   = "exec-entrypoint" // exec-form ENTRYPOINT: the binary --policy <the policy>
+	RuleBuildFlags   = "build-flags"      // -trimpath -buildvcs=false -ldflags="-s -w -buildid= ..." and nothing that changes what is built
+	RuleNoSimulator  = "no-simulator"     // only the tags netgo, osusergo, openssl (never nsmsim)
+	RuleFinalScratch = "final-scratch"    // the final stage is FROM scratch
+	RuleFinalRuns    = "final-runs"       // the final stage only COPYs and sets ENTRYPOINT
+	RuleFinalFiles   = "final-files"      // exactly the binary and the policy, with fixed modes and mtimes
+	RuleEntrypoint   = "exec-entrypoint"  // exec-form ENTRYPOINT: the binary --policy <the policy>
 )
 
 // PolicySource is the policy file in the build context that the image bakes.
