@@ -60,6 +60,10 @@ func TestMakeNitroTargetsExplainWhatIsMissing(t *testing.T) {
 		{"eif without nitro-cli", noNitro, []string{"eif"}, "make eif: nitro-cli is not installed"},
 		{"run-enclave without nitro-cli", empty, []string{"run-enclave"}, "make run-enclave: nitro-cli is not installed"},
 		{"policy without a role", empty, []string{"policy"}, "make policy: set ROLE_ARN"},
+		// No C compiler or libssl-dev: make build and make reproducible say
+		// what to install, or how to build pure Go, before running go.
+		{"build without libcrypto", empty, []string{"build"}, "apt-get install gcc libssl-dev), or\nmake:   build the pure Go kmsproxyd (crypto/rsa) instead: make build CRYPTO=go"},
+		{"reproducible without libcrypto", empty, []string{"reproducible"}, "make reproducible CRYPTO=go"},
 		{"policy without measurements", empty, []string{"policy", "ROLE_ARN=arn:aws:iam::111122223333:role/enclave-parent", "BUILD=" + build}, "measurements.json is missing: run make eif first"},
 	}
 	for _, tt := range tests {
