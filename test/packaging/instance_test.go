@@ -80,7 +80,7 @@ func TestInstanceUnitCommandLine(t *testing.T) {
 	if len(starts) != 1 {
 		t.Fatalf("%d ExecStart lines", len(starts))
 	}
-	words, err := SplitWords(starts[0])
+	words, err := SplitWords(starts[0], nil)
 	if err != nil {
 		t.Fatal(err)
 	}
