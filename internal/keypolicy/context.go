@@ -55,6 +55,23 @@ func AttestationContext(pcrs map[int][]byte) map[string][]string {
 	return out
 }
 
+// NitroTPMAttestationContext returns the condition keys KMS derives from a
+// verified NitroTPM attestation document (an EC2 instance's, not an
+// enclave's) with the given PCRs (index → value):
+// kms:RecipientAttestation:NitroTPMPCR<n>, as lower-case hex ("The PCR value
+// must be a lower-case hexadecimal string of up to 96 bytes", KMS Developer
+// Guide, "Condition keys for NitroTPM"). Negative indices are ignored.
+func NitroTPMAttestationContext(pcrs map[int][]byte) map[string][]string {
+	out := make(map[string][]string, len(pcrs))
+	for n, v := range pcrs {
+		if n < 0 {
+			continue
+		}
+		out[KeyNitroTPMPCRPrefix+strconv.Itoa(n)] = []string{hex.EncodeToString(v)}
+	}
+	return out
+}
+
 // EncryptionContext returns the condition keys KMS derives from a request's
 // encryption context: kms:EncryptionContext:<k> = v for each pair and
 // kms:EncryptionContextKeys = the keys, sorted (KMS Developer Guide, "AWS KMS

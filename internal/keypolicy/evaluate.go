@@ -29,11 +29,19 @@ type Request struct {
 	Context map[string][]string `json:"context,omitempty"`
 }
 
-// Decision is the answer to a Request, with the per-statement detail that
-// Explain turns into words.
+// Decision is the answer of one policy to a Request, with the per-statement
+// detail that Explain turns into words. For a key policy it is not yet KMS's
+// answer: a statement that names the caller's account only delegates to the
+// caller's IAM policies (Delegated), and grants may allow what the policy
+// does not. Authorize combines the layers.
 type Decision struct {
 	// Allowed is true when some Allow statement applies and no Deny does.
+	// When Delegated is also true, the policy allows the request only if an
+	// IAM policy of the caller allows it too.
 	Allowed bool `json:"allowed"`
+	// Delegated is true when every Allow statement that applies names the
+	// caller only through its account (see StatementResult.Delegates).
+	Delegated bool `json:"delegated,omitempty"`
 	// ExplicitDeny is true when a Deny statement applies.
 	ExplicitDeny bool `json:"explicitDeny"`
 	// Statements has one result per policy statement, in policy order.
@@ -52,8 +60,15 @@ type StatementResult struct {
 	Ineffective string `json:"ineffective,omitempty"`
 	// PrincipalMatched, ActionMatched and ResourceMatched say whether the
 	// request's principal, action and resource fall under the statement
-	// (taking NotPrincipal, NotAction and NotResource into account).
+	// (taking NotPrincipal, NotAction and NotResource into account). The
+	// statements of an identity-based policy have no principal and match
+	// the principal they are attached to.
 	PrincipalMatched bool `json:"principalMatched"`
+	// Delegates is true when the principal matched only because the
+	// statement names the caller's account (and the caller is not the
+	// account's root user): KMS then requires an IAM policy of the caller
+	// to allow the action as well.
+	Delegates bool `json:"delegates,omitempty"`
 	ActionMatched    bool `json:"actionMatched"`
 	ResourceMatched  bool `json:"resourceMatched"`
 	// ConditionsMatched is true when every condition holds (or there are
@@ -85,10 +100,11 @@ type ConditionResult struct {
 	Matched bool `json:"matched"`
 }
 
-// Evaluate decides req against the policy with the IAM evaluation logic of a
-// single resource-based policy: an applicable Deny denies (explicit deny),
-// otherwise an applicable Allow allows, otherwise the request is denied
-// (implicit deny). A nil policy denies everything.
+// Evaluate decides req against the policy alone with the IAM evaluation
+// logic of a single policy: an applicable Deny denies (explicit deny),
+// otherwise an applicable Allow allows (Delegated when it only names the
+// caller's account), otherwise the request is denied (implicit deny). A nil
+// policy denies everything.
 func (p *Policy) Evaluate(req Request) Decision {
 	d := Decision{Request: req}
 	if p == nil {
@@ -96,7 +112,7 @@ func (p *Policy) Evaluate(req Request) Decision {
 	}
 	caller := parseCaller(req.Principal)
 	d.Statements = make([]StatementResult, len(p.Statements))
-	allowed := false
+	allowed, direct := false, false
 	for i := range p.Statements {
 		r := p.Statements[i].evaluate(i, caller, req)
 		d.Statements[i] = r
@@ -107,9 +123,11 @@ func (p *Policy) Evaluate(req Request) Decision {
 			d.ExplicitDeny = true
 		} else {
 			allowed = true
+			direct = direct || !r.Delegates
 		}
 	}
 	d.Allowed = allowed && !d.ExplicitDeny
+	d.Delegated = d.Allowed && !direct
 	return d
 }
 
@@ -122,9 +140,14 @@ func (s *Statement) evaluate(index int, caller identity, req Request) StatementR
 	}
 	switch {
 	case s.Principal != nil:
-		r.PrincipalMatched = s.Principal.matches(caller)
+		var direct bool
+		r.PrincipalMatched, direct = s.Principal.match(caller)
+		r.Delegates = r.PrincipalMatched && !direct && s.Effect == Allow
 	case s.NotPrincipal != nil:
 		r.PrincipalMatched = !s.NotPrincipal.excludes(caller)
+	default:
+		// An identity-based policy: it belongs to the caller.
+		r.PrincipalMatched = true
 	}
 	switch {
 	case s.Action != nil:

@@ -309,3 +309,32 @@ func TestExplain(t *testing.T) {
 		})
 	}
 }
+
+// TestPrincipalDelegation: a statement that names the caller's account
+// allows it only by delegating to IAM, unless the caller is the account's
+// root user; every other kind of match is direct.
+func TestPrincipalDelegation(t *testing.T) {
+	tests := []struct {
+		name      string
+		principal string
+		caller    string
+		delegated bool
+	}{
+		{"account root ARN, a user of the account", `{"AWS":"` + testRoot + `"}`, testUser, true},
+		{"bare account ID, a session of the account", `{"AWS":"111122223333"}`, testSession, true},
+		{"account root ARN, the root user", `{"AWS":"` + testRoot + `"}`, testRoot, false},
+		{"the role itself, a session", `{"AWS":"` + testRole + `"}`, testSession, false},
+		{"account and user named, the user", `{"AWS":["` + testRoot + `","` + testUser + `"]}`, testUser, false},
+		{"star", `"*"`, testUser, false},
+		{"a service", `{"Service":"logs.us-east-1.amazonaws.com"}`, "logs.us-east-1.amazonaws.com", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := mustParse(t, document(`{"Effect":"Allow","Principal":`+tt.principal+`,"Action":"kms:Decrypt","Resource":"*"}`))
+			d := p.Evaluate(Request{Principal: tt.caller, Action: "kms:Decrypt", Resource: testKeyARN})
+			if !d.Allowed || d.Delegated != tt.delegated || d.Statements[0].Delegates != tt.delegated {
+				t.Errorf("Allowed %v, Delegated %v, Delegates %v; want delegated %v", d.Allowed, d.Delegated, d.Statements[0].Delegates, tt.delegated)
+			}
+		})
+	}
+}

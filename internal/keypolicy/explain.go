@@ -27,59 +27,68 @@ func (d Decision) AccessDeniedMessage(req Request) string {
 		req.Principal, req.Action, req.Resource, req.Action)
 }
 
-// Explain describes the decision in several lines: the verdict, then for
-// each statement whether its principal, action, resource and each of its
-// conditions matched, with the operator, key and the values compared for a
-// condition that failed.
+// Explain describes the decision of this one policy in several lines: the
+// verdict, then for each statement whether its principal, action, resource
+// and each of its conditions matched, with the operator, key and the values
+// compared for a condition that failed. Authorization.Explain describes
+// KMS's whole answer.
 func (d Decision) Explain() string {
 	var b strings.Builder
 	req := d.Request
 	switch {
+	case d.Allowed && d.Delegated:
+		b.WriteString("ALLOWED only if an IAM policy also allows it: ")
+		if r := firstApplying(&d, Allow); r != nil {
+			fmt.Fprintf(&b, "%s allows the caller's account, which delegates to IAM\n", statementName(*r))
+		}
 	case d.Allowed:
 		b.WriteString("ALLOWED: ")
-		for _, r := range d.Statements {
-			if r.Applies && r.Effect == Allow {
-				fmt.Fprintf(&b, "%s allows it\n", statementName(r))
-				break
-			}
+		if r := firstApplying(&d, Allow); r != nil {
+			fmt.Fprintf(&b, "%s allows it\n", statementName(*r))
 		}
 	case d.ExplicitDeny:
 		b.WriteString("DENIED (explicit deny): ")
-		for _, r := range d.Statements {
-			if r.Applies && r.Effect == Deny {
-				fmt.Fprintf(&b, "%s denies it\n", statementName(r))
-				break
-			}
+		if r := firstApplying(&d, Deny); r != nil {
+			fmt.Fprintf(&b, "%s denies it\n", statementName(*r))
 		}
 	default:
 		b.WriteString("DENIED (implicit deny): no statement allows it\n")
 	}
 	fmt.Fprintf(&b, "request: principal %s, action %s, resource %s\n",
 		orNone(req.Principal), orNone(req.Action), orNone(req.Resource))
+	writeStatements(&b, &d, "")
+	return b.String()
+}
+
+// writeStatements writes each statement's result, indented.
+func writeStatements(b *strings.Builder, d *Decision, indent string) {
 	if len(d.Statements) == 0 {
-		b.WriteString("the policy has no statements\n")
+		b.WriteString(indent + "the policy has no statements\n")
 	}
 	for _, r := range d.Statements {
 		verdict := "does not apply"
 		if r.Applies {
 			verdict = "applies"
 		}
-		fmt.Fprintf(&b, "%s (%s): %s\n", statementName(r), r.Effect, verdict)
+		fmt.Fprintf(b, "%s%s (%s): %s\n", indent, statementName(r), r.Effect, verdict)
 		if r.Ineffective != "" {
-			fmt.Fprintf(&b, "  %s\n", r.Ineffective)
+			fmt.Fprintf(b, "%s  %s\n", indent, r.Ineffective)
 		}
-		fmt.Fprintf(&b, "  principal: %s\n", matchWord(r.PrincipalMatched))
-		fmt.Fprintf(&b, "  action:    %s\n", matchWord(r.ActionMatched))
-		fmt.Fprintf(&b, "  resource:  %s\n", matchWord(r.ResourceMatched))
+		principal := matchWord(r.PrincipalMatched)
+		if r.Delegates {
+			principal += " (through the caller's account: delegates to IAM)"
+		}
+		fmt.Fprintf(b, "%s  principal: %s\n", indent, principal)
+		fmt.Fprintf(b, "%s  action:    %s\n", indent, matchWord(r.ActionMatched))
+		fmt.Fprintf(b, "%s  resource:  %s\n", indent, matchWord(r.ResourceMatched))
 		for _, c := range r.Conditions {
 			if c.Matched {
-				fmt.Fprintf(&b, "  condition %s %s: holds\n", c.Operator, c.Key)
+				fmt.Fprintf(b, "%s  condition %s %s: holds\n", indent, c.Operator, c.Key)
 				continue
 			}
-			fmt.Fprintf(&b, "  condition %s %s: FAILED: %s\n", c.Operator, c.Key, conditionFailure(c))
+			fmt.Fprintf(b, "%s  condition %s %s: FAILED: %s\n", indent, c.Operator, c.Key, conditionFailure(c))
 		}
 	}
-	return b.String()
 }
 
 func statementName(r StatementResult) string {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/enclavekit/kmsproxy/internal/suggest"
 )
 
 // MaxPolicySize is the largest key policy document KMS accepts: "Up to 32
@@ -14,6 +16,17 @@ import (
 // https://docs.aws.amazon.com/kms/latest/developerguide/key-policy-overview.html).
 // Larger documents are refused with LimitExceededException.
 const MaxPolicySize = 32768
+
+// MaxIdentityPolicySize is the most non-whitespace characters an
+// identity-based (IAM) policy may have: "Role policy size cannot exceed
+// 10,240 characters", the largest of IAM's policy quotas, which "does not
+// count white space" (IAM User Guide, "IAM and AWS STS quotas").
+const MaxIdentityPolicySize = 10240
+
+// MaxIdentityPolicyBytes bounds the bytes ParseIdentity reads, whitespace
+// included: four times MaxIdentityPolicySize leaves room for any sane
+// indentation.
+const MaxIdentityPolicyBytes = 4 * MaxIdentityPolicySize
 
 // The policy language versions (IAM User Guide, "IAM JSON policy elements:
 // Version"). A document without a Version is a 2008-10-17 document.
@@ -40,6 +53,10 @@ type Policy struct {
 	ID string `json:"id,omitempty"`
 	// Statements are the statements in document order.
 	Statements []Statement `json:"statements"`
+	// Identity is true for an identity-based (IAM) policy, whose
+	// statements name no principal: they apply to the principal the
+	// policy is attached to.
+	Identity bool `json:"identity,omitempty"`
 }
 
 // Statement is one statement of a key policy. Exactly one of Principal and
@@ -83,8 +100,38 @@ func Parse(doc []byte) (*Policy, error) {
 			Reason:    fmt.Sprintf("the key policy is %d bytes; KMS allows at most %d bytes", len(doc), MaxPolicySize),
 		}
 	}
+	return parse(doc, false)
+}
+
+// ParseIdentity parses and checks an identity-based (IAM) policy: the
+// policy grammar of Parse, except that statements must not name a principal
+// ("Policy document should not specify a principal", IAM's
+// MalformedPolicyDocument reason) and must name a resource (IAM refuses a
+// statement without Resource or NotResource in an identity-based policy).
+func ParseIdentity(doc []byte) (*Policy, error) {
+	n := 0
+	for _, c := range doc {
+		if c != ' ' && c != '\t' && c != '\n' && c != '\r' {
+			n++
+		}
+	}
+	if len(doc) > MaxIdentityPolicyBytes || n > MaxIdentityPolicySize {
+		return nil, &ParseError{
+			Exception: ExceptionLimitExceeded,
+			Statement: -1,
+			Reason:    fmt.Sprintf("the identity-based policy has %d characters besides white space; IAM allows at most %d", n, MaxIdentityPolicySize),
+		}
+	}
+	return parse(doc, true)
+}
+
+func parse(doc []byte, identity bool) (*Policy, error) {
+	what := "key policy"
+	if identity {
+		what = "policy"
+	}
 	if len(bytes.TrimSpace(doc)) == 0 {
-		return nil, malformed("the key policy document is empty")
+		return nil, malformed("the " + what + " document is empty")
 	}
 	if err := checkCharacters(doc); err != nil {
 		return nil, err
@@ -96,13 +143,13 @@ func Parse(doc []byte) (*Policy, error) {
 		case errors.As(err, &dup), errors.Is(err, errJSONTooDeep):
 			return nil, malformed(err.Error())
 		}
-		return nil, malformed("the key policy is not valid JSON: " + err.Error())
+		return nil, malformed("the " + what + " is not valid JSON: " + err.Error())
 	}
 	if root.kind != jsonObject {
-		return nil, malformedf("the key policy must be a JSON object, not %s", root.kind)
+		return nil, malformedf("the %s must be a JSON object, not %s", what, root.kind)
 	}
 
-	p := &Policy{Version: Version2008}
+	p := &Policy{Version: Version2008, Identity: identity}
 	var statement jsonValue
 	haveStatement := false
 	for _, m := range root.members {
@@ -120,11 +167,12 @@ func Parse(doc []byte) (*Policy, error) {
 		case "Statement":
 			statement, haveStatement = m.value, true
 		default:
-			return nil, malformedf("unknown top-level element %s (a key policy has Version, Id and Statement)", quote(m.name))
+			return nil, malformedf("unknown top-level element %s (a %s has Version, Id and Statement)%s", quote(m.name), what,
+				suggest.DidYouMean(m.name, []string{"Version", "Id", "Statement"}))
 		}
 	}
 	if !haveStatement {
-		return nil, malformed("the key policy has no Statement element")
+		return nil, malformed("the " + what + " has no Statement element")
 	}
 	var elems []jsonValue
 	switch statement.kind {
@@ -136,11 +184,11 @@ func Parse(doc []byte) (*Policy, error) {
 		return nil, malformedf("Statement must be an object or an array of objects, not %s", statement.kind)
 	}
 	if len(elems) == 0 {
-		return nil, malformed("the key policy has no statements")
+		return nil, malformed("the " + what + " has no statements")
 	}
 	p.Statements = make([]Statement, 0, len(elems))
 	for i, e := range elems {
-		s, err := parseStatement(e, p.Version)
+		s, err := parseStatement(e, p.Version, identity)
 		if err != nil {
 			var pe *ParseError
 			if errors.As(err, &pe) {
@@ -188,9 +236,13 @@ var statementElements = map[string]bool{
 	"Condition": true,
 }
 
-// parseStatement parses one statement. On error the returned Statement
-// carries the Sid, when it could be read, for the error's location.
-func parseStatement(v jsonValue, version string) (Statement, error) {
+// statementElementNames lists statementElements for suggestions.
+var statementElementNames = []string{"Sid", "Effect", "Principal", "NotPrincipal", "Action", "NotAction", "Resource", "NotResource", "Condition"}
+
+// parseStatement parses one statement of a key policy or, with identity,
+// of an identity-based policy. On error the returned Statement carries the
+// Sid, when it could be read, for the error's location.
+func parseStatement(v jsonValue, version string, identity bool) (Statement, error) {
 	var s Statement
 	if v.kind != jsonObject {
 		return s, malformedf("a statement must be an object, not %s", v.kind)
@@ -203,7 +255,7 @@ func parseStatement(v jsonValue, version string) (Statement, error) {
 	}
 	for _, m := range v.members {
 		if !statementElements[m.name] {
-			return s, malformedf("unknown statement element %s", quote(m.name))
+			return s, malformedf("unknown statement element %s%s", quote(m.name), suggest.DidYouMean(m.name, statementElementNames))
 		}
 	}
 	// IAM User Guide, "IAM JSON policy element reference": Action/NotAction,
@@ -230,7 +282,21 @@ func parseStatement(v jsonValue, version string) (Statement, error) {
 	s.Effect = Effect(effect.text)
 
 	var err error
-	if pv, ok := v.member("Principal"); ok {
+	_, hasPrincipal := v.member("Principal")
+	_, hasNotPrincipal := v.member("NotPrincipal")
+	if identity {
+		if hasPrincipal || hasNotPrincipal {
+			return s, malformed("Policy document should not specify a principal: an identity-based policy applies to the principal it is attached to")
+		}
+		_, hasResource := v.member("Resource")
+		_, hasNotResource := v.member("NotResource")
+		if !hasResource && !hasNotResource {
+			return s, malformed("the statement has no Resource or NotResource element; IAM requires one in an identity-based policy")
+		}
+	}
+	if identity {
+		// No principal to read.
+	} else if pv, ok := v.member("Principal"); ok {
 		if s.Principal, err = parsePrincipals(pv, "Principal"); err != nil {
 			return s, err
 		}

@@ -274,31 +274,42 @@ func (p *Principals) wildcard() bool {
 	return false
 }
 
-// matches reports whether caller is one of the principals of a Principal
-// element, the way KMS matches them:
-//   - "*" matches everyone;
-//   - an account (root ARN or bare ID) matches every principal of that
-//     account (see the package comment for what real KMS does next);
-//   - a role ARN matches the role and every session of it;
+// match reports whether caller is one of the principals of a Principal
+// element, the way KMS matches them, and whether it is named directly:
+//   - "*" matches everyone, directly;
+//   - an account (root ARN or bare ID) matches the account's root user
+//     directly and every other principal of the account by delegation: "the
+//     key policy gives the AWS account full access to the KMS key ... and
+//     enables IAM policies" (KMS Developer Guide, "Default key policy",
+//     Allows access to the AWS account and enables IAM policies), so KMS
+//     also requires an IAM policy of the caller to allow the action;
+//   - a role ARN matches the role and every session of it, directly;
 //   - a user, session or federated-user ARN matches exactly that principal;
 //   - a service name matches that service.
-func (p *Principals) matches(c identity) bool {
+func (p *Principals) match(c identity) (matched, direct bool) {
 	if p.wildcard() {
-		return true
+		return true, true
 	}
 	for _, e := range p.aws {
-		if e.admits(c) {
-			return true
+		if !e.admits(c) {
+			continue
 		}
+		matched = true
+		if e.kind != kindAccount || c.kind == kindAccount {
+			return true, true
+		}
+	}
+	if matched {
+		return true, false
 	}
 	if c.kind == kindService {
 		for _, s := range p.Service {
 			if s == c.raw {
-				return true
+				return true, true
 			}
 		}
 	}
-	return false
+	return false, false
 }
 
 // admits reports whether the policy entry e matches the caller c.
