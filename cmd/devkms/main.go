@@ -35,8 +35,9 @@ Examples:
   devkms --tls-self-signed /tmp/devkms-tls --trust-root /tmp/simca/root.pem
   aws --endpoint-url https://127.0.0.1:4599 --ca-bundle /tmp/devkms-tls/ca.pem kms create-key
 
-  # Keys that survive restarts, created from a seed, callers authenticated:
-  devkms --state devkms-state.json --seed seed.yaml --credentials creds.yaml
+  # Keys that survive restarts, created from a seed, callers authenticated
+  # and held to their IAM policies:
+  devkms --state devkms-state.json --seed seed.yaml --credentials creds.yaml --iam-policies iam.yaml
 
   # Throttle 10% of the requests and add 50ms to each:
   devkms --fault-throttle-rate 0.1 --fault-latency 50ms
@@ -72,6 +73,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&trustRoots, "trust-root", "PEM `file` of an extra attestation root (repeatable), e.g. the NSM simulator's root.pem; the AWS Nitro root is always trusted")
 	fs.DurationVar(&cfg.MaxAttestationAge, "max-attestation-age", cfg.MaxAttestationAge, "how old a Recipient attestation document may be")
 	fs.StringVar(&cfg.CredentialsPath, "credentials", "", "JSON or YAML `file` mapping access keys to secrets and principal ARNs; turns on SigV4 verification")
+	fs.StringVar(&cfg.IAMPoliciesPath, "iam-policies", "", "YAML `file` mapping principal ARNs to their identity-based (IAM) policies, evaluated with key policies and grants as KMS does (default: every principal may do kms:* as far as IAM is concerned)")
 	fs.StringVar(&cfg.Region, "region", cfg.Region, "AWS region in key ARNs and SigV4 scopes")
 	fs.StringVar(&cfg.AccountID, "account-id", cfg.AccountID, "AWS account ID in key ARNs; its root is the caller without --credentials")
 	fs.DurationVar(&cfg.Faults.Latency, "fault-latency", 0, "latency added to every KMS request")

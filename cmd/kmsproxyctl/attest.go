@@ -97,30 +97,32 @@ func loadRoots(files []string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// pcrExpectation is one --expect-pcr N=HEX.
+// pcrExpectation is one N=HEX of --expect-pcr (attest verify) or --pcr
+// (policy check).
 type pcrExpectation struct {
 	index int
 	value []byte
 }
 
-// parsePCRExpectations parses --expect-pcr values. N may be any PCR of
-// either kind of document (0-15 for an enclave, 0-23 for a NitroTPM);
-// checkPCRs holds it against the document's kind.
-func parsePCRExpectations(vals []string) ([]pcrExpectation, error) {
+// parsePCRExpectations parses the N=HEX values of the flag named flagName
+// (--expect-pcr, --pcr), which its errors name. N may be any PCR of either
+// kind of document (0-15 for an enclave, 0-23 for a NitroTPM); checkPCRs
+// holds it against the document's kind.
+func parsePCRExpectations(flagName string, vals []string) ([]pcrExpectation, error) {
 	var out []pcrExpectation
 	seen := map[int]bool{}
 	for _, v := range vals {
 		n, h, ok := strings.Cut(v, "=")
 		idx, err := strconv.Atoi(strings.TrimPrefix(strings.ToUpper(n), "PCR"))
 		if !ok || err != nil || idx < 0 || idx >= attestation.NitroTPMPCRCount {
-			return nil, usageErrorf("--expect-pcr %q: want N=HEX with N from 0 to %d (%d for a Nitro Enclave document)", v, attestation.NitroTPMPCRCount-1, attestation.PCRCount-1)
+			return nil, usageErrorf("--%s %q: want N=HEX with N from 0 to %d (%d for a Nitro Enclave document)", flagName, v, attestation.NitroTPMPCRCount-1, attestation.PCRCount-1)
 		}
 		val, err := hex.DecodeString(h)
 		if err != nil || len(val) != attestation.PCRSize {
-			return nil, usageErrorf("--expect-pcr %q: the value must be %d hex digits (a SHA-384 PCR)", v, 2*attestation.PCRSize)
+			return nil, usageErrorf("--%s %q: the value must be %d hex digits (a SHA-384 PCR)", flagName, v, 2*attestation.PCRSize)
 		}
 		if seen[idx] {
-			return nil, usageErrorf("--expect-pcr: PCR%d given twice", idx)
+			return nil, usageErrorf("--%s: PCR%d given twice", flagName, idx)
 		}
 		seen[idx] = true
 		out = append(out, pcrExpectation{idx, val})
@@ -194,7 +196,7 @@ status 0 when it verifies, 1 with the failed check otherwise.`,
 	if err != nil {
 		return err
 	}
-	want, err := parsePCRExpectations(expects)
+	want, err := parsePCRExpectations("expect-pcr", expects)
 	if err != nil {
 		return err
 	}

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -13,23 +15,106 @@ import (
 	"github.com/enclavekit/kmsproxy/internal/nsmsim"
 )
 
-// attestedActions are the KMS operations that accept a Recipient and return
-// their secret encrypted to the enclave (AWS KMS Developer Guide, "How AWS
-// Nitro Enclaves uses AWS KMS": Decrypt, DeriveSharedSecret,
-// GenerateDataKey, GenerateDataKeyPair and GenerateRandom).
+// attestedActions are the KMS operations on a key that accept a Recipient
+// and return their secret encrypted to the enclave: Decrypt,
+// DeriveSharedSecret, GenerateDataKey and GenerateDataKeyPair ("How AWS
+// Nitro Enclaves uses AWS KMS", KMS Developer Guide). GenerateRandom takes a
+// Recipient too but names no key, so no key policy applies to it (the
+// role's IAM policy must allow kms:GenerateRandom).
 var attestedActions = []string{
 	"kms:Decrypt",
 	"kms:GenerateDataKey",
 	"kms:GenerateDataKeyPair",
-	"kms:GenerateRandom",
 	"kms:DeriveSharedSecret",
 }
 
-// deniedWithoutAttestation are the actions the generated policy denies the
-// role unless its attestation matches: the attested actions, plus ReEncrypt,
-// which takes no Recipient and could otherwise move a ciphertext to a key the
-// role controls without the enclave.
-var deniedWithoutAttestation = append(append([]string(nil), attestedActions...), "kms:ReEncrypt*")
+// roleEncryptActions are what --role-encrypt adds for the role: operations
+// that return no secret (only ciphertext), so they need no attestation, and
+// that cannot carry one anyway (Encrypt and GenerateDataKeyWithoutPlaintext
+// take no Recipient).
+var roleEncryptActions = []string{
+	"kms:Encrypt",
+	"kms:GenerateDataKeyWithoutPlaintext",
+}
+
+// adminActions are what the account's administrators may do with the key,
+// through their IAM policies: manage it, read its metadata and policy, and
+// encrypt to it, but never use it for an operation that returns a secret
+// (those are denied to everyone without the enclave below), never grant it
+// to anyone (CreateGrant is denied) and never move an alias off it. They
+// are listed one by one instead of "kms:*" so that an action AWS adds later
+// is not granted by default. Encrypt, GenerateDataKeyWithoutPlaintext and
+// ReEncryptTo return only ciphertext: an administrator can put secrets under
+// the key for the enclave, not take them out.
+var adminActions = []string{
+	"kms:CancelKeyDeletion",
+	"kms:CreateAlias",
+	"kms:DescribeKey",
+	"kms:DisableKey",
+	"kms:DisableKeyRotation",
+	"kms:EnableKey",
+	"kms:EnableKeyRotation",
+	"kms:Encrypt",
+	"kms:GenerateDataKeyWithoutPlaintext",
+	"kms:GetKeyPolicy",
+	"kms:GetKeyRotationStatus",
+	"kms:GetPublicKey",
+	"kms:ListGrants",
+	"kms:ListKeyPolicies",
+	"kms:ListKeyRotations",
+	"kms:ListResourceTags",
+	"kms:PutKeyPolicy",
+	"kms:ReEncryptTo",
+	"kms:RevokeGrant",
+	"kms:RotateKeyOnDemand",
+	"kms:ScheduleKeyDeletion",
+	"kms:TagResource",
+	"kms:UntagResource",
+	"kms:UpdateKeyDescription",
+}
+
+// bypassActions are the actions that would expose the key's secrets, or
+// hand the key to someone else, without an attestation; the generated policy
+// denies them to every principal, unconditionally:
+//
+//   - kms:ReEncryptFrom: ReEncrypt decrypts inside KMS and re-encrypts under
+//     a destination key the caller chooses, which may be one the caller can
+//     decrypt; it takes no Recipient, so it can never be attested.
+//   - kms:CreateGrant: a grant lets its grantee use the key "when
+//     authorizing access to a KMS key, grants are considered along with key
+//     policies and IAM policies" (KMS Developer Guide, "Grants in AWS KMS"),
+//     i.e. without any Allow in the key policy. The Deny statements below
+//     still override a grant (an explicit deny anywhere wins), so a grant
+//     could not decrypt without attestation; denying CreateGrant keeps
+//     ListGrants empty and closes the path for any operation a later policy
+//     edit forgets to deny. Allowing it only with kms:GrantIsForAWSResource
+//     would still let any AWS service the caller can drive (EBS, RDS, ...)
+//     hold a grant; no service needs one on this key.
+//   - kms:ImportKeyMaterial: for a key with imported material (Origin
+//     EXTERNAL), material the caller knows would make every later
+//     ciphertext decryptable outside KMS.
+//   - kms:ReplicateKey: a multi-Region replica shares the key material and
+//     gets its own key policy from the ReplicateKey request (ReplicateKey API
+//     reference, Policy), which the caller writes.
+var bypassActions = []string{
+	"kms:CreateGrant",
+	"kms:ImportKeyMaterial",
+	"kms:ReEncryptFrom",
+	"kms:ReplicateKey",
+}
+
+// aliasActions move or remove an alias that points at the key. Apps name
+// keys by alias; whoever re-points "alias/app" to a key they control
+// receives everything the app encrypts or generates through the alias from
+// then on. UpdateAlias and DeleteAlias need permission "on the current KMS
+// key (key policy)" (UpdateAlias API reference, Required permissions; KMS
+// Developer Guide, "Controlling access to aliases"), so denying them here
+// pins every alias of this key. CreateAlias stays allowed: a new alias that
+// points here gives nobody anything.
+var aliasActions = []string{
+	"kms:DeleteAlias",
+	"kms:UpdateAlias",
+}
 
 // keyPolicy is a KMS key policy document in the member order AWS writes.
 type keyPolicy struct {
@@ -41,8 +126,9 @@ type keyPolicy struct {
 type policyStatement struct {
 	Sid       string                       `json:"Sid"`
 	Effect    string                       `json:"Effect"`
-	Principal map[string]string            `json:"Principal"`
-	Action    any                          `json:"Action"`
+	Principal any                          `json:"Principal"`
+	Action    any                          `json:"Action,omitempty"`
+	NotAction any                          `json:"NotAction,omitempty"`
 	Resource  string                       `json:"Resource"`
 	Condition map[string]map[string]string `json:"Condition,omitempty"`
 }
@@ -119,50 +205,92 @@ func parsePCRList(s string) ([]int, error) {
 	return out, nil
 }
 
-// generatePolicy builds the key policy for an enclave image: the account
-// administers the key; the role may use the attested operations only with an
-// attestation document whose ImageSha384 and chosen PCRs match; and explicit
-// Deny statements refuse the role those operations (and ReEncrypt) whenever
-// any of those values differs or is absent.
+// policyOptions are the choices of policy generate.
+type policyOptions struct {
+	role, account, partition string
+	// lock leaves out every way to change the key policy.
+	lock bool
+	// roleEncrypt lets the role call roleEncryptActions.
+	roleEncrypt bool
+}
+
+// generatePolicy builds the key policy for an enclave image. No principal,
+// the account's administrators included, may use an operation that returns
+// a secret without an attestation document whose ImageSha384 and chosen
+// PCRs match; the role may do nothing else at all; nobody may grant the key,
+// re-encrypt out of it, import material into it, replicate it or move its
+// aliases; and the administrators keep managing it (changing its policy too,
+// unless lock). docs/security.md explains each statement and the threat it
+// answers.
 //
-// Why the Deny statements: the administration statement names the account
-// root, which lets any principal of the account whose IAM policy allows
-// kms:Decrypt use the key ("the key policy gives the AWS account full access
-// to the KMS key ... and enables IAM policies", AWS KMS Developer Guide,
-// "Default key policy"). Without a Deny, the parent's role with a broad IAM
-// policy could call Decrypt without attestation, or with another enclave's
-// document, and the binding to the image would be void. Each Deny holds one
-// condition key, because the keys of one Condition are ANDed and a Deny must
-// fire when any single value differs; a "Not" operator holds when the key is
-// absent (no Recipient), so the Deny also covers unattested calls.
-func generatePolicy(pcrs map[int][]byte, chosen []int, role string, account, partition string) keyPolicy {
+// How KMS combines these (KMS Developer Guide, "Key policies in AWS KMS"
+// and "Default key policy"): a statement that names the account root
+// "gives the AWS account ... permission to use IAM policies to allow access",
+// so what it lists is what the account's IAM policies may grant; a
+// statement that names the role allows it directly; and "No AWS principal
+// ... has any permissions to a KMS key unless they are explicitly allowed,
+// and never denied, in a key policy, IAM policy, or grant", so every Deny
+// here beats any IAM policy and any grant.
+func generatePolicy(pcrs map[int][]byte, chosen []int, o policyOptions) keyPolicy {
 	values := map[string]string{
 		keypolicy.KeyImageSha384: hex.EncodeToString(pcrs[0]),
 	}
 	for _, i := range chosen {
 		values[keypolicy.KeyPCRPrefix+strconv.Itoa(i)] = hex.EncodeToString(pcrs[i])
 	}
+	admin := adminActions
+	if o.lock {
+		admin = slices.DeleteFunc(slices.Clone(adminActions), func(a string) bool { return a == "kms:PutKeyPolicy" })
+	}
+	roleMay := attestedActions
+	if o.roleEncrypt {
+		roleMay = append(slices.Clone(attestedActions), roleEncryptActions...)
+	}
+	role := map[string]string{"AWS": o.role}
 	p := keyPolicy{
 		Version: keypolicy.Version2012,
 		ID:      "kmsproxy-enclave-key-policy",
 		Statement: []policyStatement{
 			{
-				Sid:       "AllowKeyAdministrationByTheAccount",
+				Sid:       "AllowKeyAdministrationByAccountAdministrators",
 				Effect:    "Allow",
-				Principal: map[string]string{"AWS": fmt.Sprintf("arn:%s:iam::%s:root", partition, account)},
-				Action:    "kms:*",
+				Principal: map[string]string{"AWS": fmt.Sprintf("arn:%s:iam::%s:root", o.partition, o.account)},
+				Action:    admin,
 				Resource:  "*",
 			},
 			{
 				Sid:       "AllowAttestedEnclaveUse",
 				Effect:    "Allow",
-				Principal: map[string]string{"AWS": role},
+				Principal: role,
 				Action:    attestedActions,
 				Resource:  "*",
 				Condition: map[string]map[string]string{"StringEqualsIgnoreCase": values},
 			},
 		},
 	}
+	if o.roleEncrypt {
+		p.Statement = append(p.Statement, policyStatement{
+			Sid:       "AllowEnclaveRoleToEncrypt",
+			Effect:    "Allow",
+			Principal: role,
+			Action:    roleEncryptActions,
+			Resource:  "*",
+		})
+	}
+	// The role is the parent instance's: whatever its IAM policies say
+	// (kms:* included), it may do nothing with this key but what the
+	// statements above allow.
+	p.Statement = append(p.Statement, policyStatement{
+		Sid:       "DenyEnclaveRoleEverythingElse",
+		Effect:    "Deny",
+		Principal: role,
+		NotAction: roleMay,
+		Resource:  "*",
+	})
+	// One Deny per measured value, for every principal: the keys of one
+	// condition are ANDed, and a Deny must fire when any single value
+	// differs. StringNotEqualsIgnoreCase holds when the key is absent, so a
+	// call without attestation is refused too.
 	denyKeys := []string{keypolicy.KeyImageSha384}
 	for _, i := range chosen {
 		if i != 0 { // PCR0 is ImageSha384: one Deny covers both
@@ -172,12 +300,38 @@ func generatePolicy(pcrs map[int][]byte, chosen []int, role string, account, par
 	for _, k := range denyKeys {
 		name := strings.TrimPrefix(k, "kms:RecipientAttestation:")
 		p.Statement = append(p.Statement, policyStatement{
-			Sid:       "DenyRoleUnless" + name + "Matches",
+			Sid:       "DenyEveryoneUnless" + name + "Matches",
 			Effect:    "Deny",
-			Principal: map[string]string{"AWS": role},
-			Action:    deniedWithoutAttestation,
+			Principal: "*",
+			Action:    attestedActions,
 			Resource:  "*",
 			Condition: map[string]map[string]string{"StringNotEqualsIgnoreCase": {k: values[k]}},
+		})
+	}
+	p.Statement = append(p.Statement,
+		policyStatement{
+			Sid:       "DenyEveryonePathsAroundTheEnclave",
+			Effect:    "Deny",
+			Principal: "*",
+			Action:    bypassActions,
+			Resource:  "*",
+		},
+		policyStatement{
+			Sid:       "DenyEveryoneAliasChanges",
+			Effect:    "Deny",
+			Principal: "*",
+			Action:    aliasActions,
+			Resource:  "*",
+		})
+	if o.lock {
+		// Nothing allows PutKeyPolicy any more; the Deny states the intent
+		// and would still hold if a later edit could add an Allow.
+		p.Statement = append(p.Statement, policyStatement{
+			Sid:       "DenyEveryoneKeyPolicyChanges",
+			Effect:    "Deny",
+			Principal: "*",
+			Action:    "kms:PutKeyPolicy",
+			Resource:  "*",
 		})
 	}
 	return p
@@ -186,16 +340,25 @@ func generatePolicy(pcrs map[int][]byte, chosen []int, role string, account, par
 func runPolicyGenerate(ctx context.Context, e *env, args []string) error {
 	f := newFlags("policy generate", "--measurements FILE --role ARN [flags]",
 		`Write a KMS key policy (JSON, on stdout) that binds a key to an enclave
-image, from the measurements "nitro-cli build-enclave" prints:
+image, from the measurements "nitro-cli build-enclave" prints. Nobody can
+get a secret out of the key without the enclave:
 
-  - the account (root) administers the key (kms:*), as KMS's default policy;
+  - the account's administrators (principals whose IAM policies allow it)
+    may manage the key and encrypt to it, but not decrypt with it;
   - the role (the parent instance's role, which signs kmsproxyd's calls) may
-    call Decrypt, GenerateDataKey, GenerateDataKeyPair, GenerateRandom and
-    DeriveSharedSecret only with an attestation document whose ImageSha384
-    (PCR0) and chosen PCRs match (StringEqualsIgnoreCase);
-  - Deny statements refuse the role those operations and ReEncrypt whenever
-    one of those values differs or no attestation is attached, so an IAM
-    policy that grants the role kms:Decrypt cannot bypass the enclave.
+    call Decrypt, GenerateDataKey, GenerateDataKeyPair and DeriveSharedSecret
+    only with an attestation document whose ImageSha384 (PCR0) and chosen
+    PCRs match, and nothing else;
+  - Deny statements refuse those operations to every principal whose request
+    carries no such attestation, and refuse everyone CreateGrant,
+    ReEncryptFrom, ImportKeyMaterial, ReplicateKey, UpdateAlias and
+    DeleteAlias, so no IAM policy, grant or alias can route around the
+    enclave.
+
+The administrators can still replace the policy. With --lock they cannot:
+nobody can ever change the policy again (not even AWS support); install it
+with "aws kms put-key-policy --bypass-policy-lockout-safety-check".
+docs/security.md explains every statement.
 
 Check it with "kmsproxyctl policy check" before "aws kms put-key-policy".`,
 		`  nitro-cli build-enclave --docker-uri kmsproxyd:latest --output-file kmsproxyd.eif > measurements.json
@@ -203,12 +366,15 @@ Check it with "kmsproxyctl policy check" before "aws kms put-key-policy".`,
   aws kms put-key-policy --key-id $KEY --policy-name default --policy file://key-policy.json`)
 	var (
 		measurements, role, account, pcrList, region string
+		lock, roleEncrypt                            bool
 	)
 	f.StringVar(&measurements, "measurements", "", "nitro-cli measurements JSON `FILE` (build-enclave or describe-eif output)")
 	f.StringVar(&role, "role", "", "IAM role `ARN` whose credentials kmsproxyd uses (the parent instance's role)")
-	f.StringVar(&account, "account", "", "account `ID` that administers the key (default: the role's account)")
+	f.StringVar(&account, "account", "", "account `ID` whose administrators manage the key (default: the role's account)")
 	f.StringVar(&pcrList, "pcrs", "", "PCRs to require besides ImageSha384, as `LIST` like 0,1,2 (default: every PCR in the measurements)")
 	f.StringVar(&region, "region", "", "the key's `REGION`, checked against the role's partition (cn-* is aws-cn, us-gov-* aws-us-gov)")
+	f.BoolVar(&lock, "lock", false, "leave no way to change the key policy, for anyone, ever (install with --bypass-policy-lockout-safety-check)")
+	f.BoolVar(&roleEncrypt, "role-encrypt", false, "also let the role call Encrypt and GenerateDataKeyWithoutPlaintext without attestation (the parent can then make ciphertexts the enclave accepts)")
 	pos, err := f.parse(e, args)
 	if err != nil {
 		return err
@@ -234,10 +400,9 @@ Check it with "kmsproxyctl policy check" before "aws kms put-key-policy".`,
 	if region != "" && regionPartition(region) != r.partition {
 		return f.usageError("--region %s is in partition %s but the role is in %s", region, regionPartition(region), r.partition)
 	}
-	pcrs, err := nsmsim.LoadMeasurements(measurements)
+	pcrs, err := loadMeasurements(measurements)
 	if err != nil {
-		return withHint(fmt.Errorf("failed to read --measurements: %w", err),
-			"--measurements takes the JSON \"nitro-cli build-enclave\" or \"nitro-cli describe-eif\" prints")
+		return err
 	}
 	if _, ok := pcrs[0]; !ok {
 		return fmt.Errorf("--measurements %s has no PCR0, the image measurement (ImageSha384)", measurements)
@@ -257,32 +422,81 @@ Check it with "kmsproxyctl policy check" before "aws kms put-key-policy".`,
 				"nitro-cli measures PCR0, PCR1, PCR2 (and PCR8 for a signed image); PCR3 and PCR4 depend on the instance, not the image")
 		}
 	}
-	return printJSON(e.stdout, generatePolicy(pcrs, chosen, role, account, r.partition))
+	for _, i := range chosen {
+		if isZero(pcrs[i]) {
+			return withHint(fmt.Errorf("--measurements %s has PCR%d all zeros, the value of a debug-mode enclave", measurements, i),
+				"any enclave started with --debug-mode, running anything, would match; measure the release image (nitro-cli build-enclave) instead")
+		}
+	}
+	return printJSON(e.stdout, generatePolicy(pcrs, chosen, policyOptions{
+		role: role, account: account, partition: r.partition, lock: lock, roleEncrypt: roleEncrypt,
+	}))
 }
+
+// isZero reports whether every byte of b is zero.
+func isZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// loadMeasurements reads the --measurements file of policy generate and
+// policy check.
+func loadMeasurements(path string) (map[int][]byte, error) {
+	b, err := readFile("measurements", path, nsmsim.MaxMeasurementsSize)
+	if err != nil {
+		return nil, err
+	}
+	pcrs, err := nsmsim.ParseMeasurements(b)
+	if err != nil {
+		// ParseMeasurements names its package first; the operator knows
+		// the file by the flag.
+		return nil, withHint(fmt.Errorf("--measurements %s: %s", path, strings.TrimPrefix(err.Error(), "nsmsim: ")),
+			"--measurements takes the JSON \"nitro-cli build-enclave\" or \"nitro-cli describe-eif\" prints")
+	}
+	return pcrs, nil
+}
+
+// Exit statuses of policy check.
+const (
+	checkAllowed     = 0
+	checkDenied      = 1
+	checkConditional = 3 // allowed only if an IAM policy the check did not see allows it
+)
 
 func runPolicyCheck(ctx context.Context, e *env, args []string) error {
 	f := newFlags("policy check", "--key-policy FILE (--measurements FILE | --document FILE | --unattested) --principal ARN --action ACTION [flags]",
-		`Evaluate a KMS key policy the way KMS does (the evaluator devkms uses) for
-one request and print ALLOWED or DENIED with each statement and condition:
-the explanation KMS's AccessDeniedException does not give. The request's
+		`Evaluate a request the way KMS does (the evaluator devkms uses) and print
+ALLOWED or DENIED with the statement and condition that decided: the
+explanation KMS's AccessDeniedException does not give. The request's
 attestation comes from nitro-cli measurements, from an attestation document
 (its PCRs; verified when --verify or --root is given), or is absent
-(--unattested: a direct call, not through the enclave). Exit status 0 when
-allowed, 1 when denied.
+(--unattested: a direct call, not through the enclave).
 
-One simplification: a statement whose principal is the account (root)
-matches every principal of the account, as if IAM policies allowed it.`,
+A key policy statement that names the account (its root) does not allow
+the account's principals by itself: it lets their IAM policies decide. Give
+the principal's identity-based policies with --iam-policy to evaluate them
+too; without them such a request is "ALLOWED only if an IAM policy also
+allows it". An explicit Deny anywhere wins.
+
+Exit status: 0 allowed, 1 denied, 3 allowed only if an IAM policy also
+allows it (and no --iam-policy was given), 2 usage error. Warnings about
+actions and condition keys KMS does not know (which silently never match)
+go to stderr.`,
 		`  kmsproxyctl policy check --key-policy key-policy.json --measurements measurements.json \
       --principal arn:aws:iam::111122223333:role/enclave-parent --action kms:Decrypt
   kmsproxyctl policy check --key-policy key-policy.json --document doc.cbor --verify \
       --principal arn:aws:sts::111122223333:assumed-role/enclave-parent/i-0abc --action kms:GenerateDataKey
-  kmsproxyctl policy check --key-policy key-policy.json --unattested \
-      --principal arn:aws:iam::111122223333:role/enclave-parent --action kms:Decrypt   # expect DENIED`)
+  kmsproxyctl policy check --key-policy key-policy.json --unattested --iam-policy admin-policy.json \
+      --principal arn:aws:iam::111122223333:role/admin --action kms:Decrypt   # expect DENIED`)
 	var (
 		policyFile, measurements, docFile, principal, action, keyARN string
 		unattested, verify, asJSON                                   bool
-		roots, extraPCRs                                             stringsFlag
-		ec                                                           contextFlag
+		roots, extraPCRs, iamFiles                                   stringsFlag
+		ec, extraContext                                             contextFlag
 		at                                                           atFlag
 	)
 	f.StringVar(&policyFile, "key-policy", "", "key policy JSON `FILE`")
@@ -295,8 +509,10 @@ matches every principal of the account, as if IAM policies allowed it.`,
 	f.Var(&at, "at", "verify --document at `TIME`: document, now or RFC 3339")
 	f.StringVar(&principal, "principal", "", "caller `ARN`: a role, an assumed-role session, a user or an account")
 	f.StringVar(&action, "action", "", "KMS `ACTION`, e.g. kms:Decrypt")
-	f.StringVar(&keyARN, "key-arn", "", "the key's `ARN` (default: a key in the principal's account; matters only if the policy names resources)")
+	f.StringVar(&keyARN, "key-arn", "", "the key's `ARN` (default: a key in the principal's account; matters only if a policy names resources)")
 	f.Var(&ec, "encryption-context", "the request's encryption context, `KEY=VALUE` (repeatable)")
+	f.Var(&iamFiles, "iam-policy", "identity-based (IAM) policy JSON `FILE` of the principal (repeatable); evaluated with the key policy as KMS does")
+	f.Var(&extraContext, "context", "another condition key of the request, `KEY=VALUE` (repeatable), e.g. kms:ViaService=ec2.us-east-1.amazonaws.com")
 	f.BoolVar(&asJSON, "json", false, "print the decision as JSON")
 	pos, err := f.parse(e, args)
 	if err != nil {
@@ -331,25 +547,46 @@ matches every principal of the account, as if IAM policies allowed it.`,
 	if !strings.HasPrefix(strings.ToLower(action), "kms:") {
 		return f.usageError("--action %q: want a KMS action such as kms:Decrypt", action)
 	}
-	overrides, err := parsePCRExpectations(extraPCRs)
+	if canon := keypolicy.CanonicalAction(action); canon != "" {
+		action = canon
+	} else {
+		msg := fmt.Sprintf("--action %q is not a KMS action", action)
+		if s := keypolicy.SuggestAction(action); s != "" {
+			msg += fmt.Sprintf(" (did you mean %q?)", s)
+		}
+		if strings.EqualFold(action, "kms:ReEncrypt") {
+			msg += "; ReEncrypt is authorized as kms:ReEncryptFrom on the source key and kms:ReEncryptTo on the destination key"
+		}
+		return f.usageError("%s", msg)
+	}
+	overrides, err := parsePCRExpectations("pcr", extraPCRs)
 	if err != nil {
 		return err
 	}
-
-	doc, err := readFile("key-policy", policyFile, keypolicy.MaxPolicySize)
-	if err != nil {
-		return withHint(err, "KMS accepts key policies up to %d bytes", keypolicy.MaxPolicySize)
+	for k := range extraContext {
+		if reason := keypolicy.CheckConditionKey(k); reason != "" {
+			fmt.Fprintf(e.stderr, "kmsproxyctl: warning: --context %s\n", reason)
+		}
 	}
-	pol, err := keypolicy.Parse(doc)
+
+	pol, err := loadPolicyFile(e, "key-policy", policyFile, false)
 	if err != nil {
-		return fmt.Errorf("failed to parse --key-policy %s: %w", policyFile, err)
+		return err
+	}
+	var identity []keypolicy.IdentityPolicy
+	for _, file := range iamFiles {
+		ip, err := loadPolicyFile(e, "iam-policy", file, true)
+		if err != nil {
+			return err
+		}
+		identity = append(identity, keypolicy.IdentityPolicy{Name: file, Policy: ip})
 	}
 
 	var pcrs map[int][]byte
 	switch {
 	case measurements != "":
-		if pcrs, err = nsmsim.LoadMeasurements(measurements); err != nil {
-			return fmt.Errorf("failed to read --measurements: %w", err)
+		if pcrs, err = loadMeasurements(measurements); err != nil {
+			return err
 		}
 	case docFile != "":
 		if pcrs, err = documentPCRs(e, docFile, verify || len(roots) > 0, roots, &at); err != nil {
@@ -372,22 +609,64 @@ matches every principal of the account, as if IAM policies allowed it.`,
 	if pcrs != nil {
 		reqCtx = keypolicy.MergeContext(reqCtx, keypolicy.AttestationContext(pcrs))
 	}
-	req := keypolicy.Request{Principal: principal, Action: action, Resource: keyARN, Context: reqCtx}
-	d := pol.Evaluate(req)
+	for k, v := range extraContext {
+		reqCtx = keypolicy.MergeContext(reqCtx, map[string][]string{k: {v}})
+	}
+	a := keypolicy.Authorize(keypolicy.Input{
+		Request:           keypolicy.Request{Principal: principal, Action: action, Resource: keyARN, Context: reqCtx},
+		KeyPolicy:         pol,
+		IdentityKnown:     len(identity) > 0,
+		Identity:          identity,
+		EncryptionContext: ec,
+		ConstraintsApply:  true,
+	})
 	if asJSON {
-		if err := printJSON(e.stdout, d); err != nil {
+		if err := printJSON(e.stdout, a); err != nil {
 			return err
 		}
 	} else {
-		fmt.Fprint(e.stdout, d.Explain())
-		if !d.Allowed {
-			fmt.Fprintf(e.stdout, "KMS would answer: AccessDeniedException: %s\n", d.AccessDeniedMessage(req))
+		fmt.Fprint(e.stdout, a.Explain())
+		switch {
+		case a.Conditional:
+			fmt.Fprintf(e.stdout, "KMS allows it only if an identity-based policy of %s allows %s on the key; give them with --iam-policy to know\n", principal, action)
+		case !a.Allowed:
+			fmt.Fprintf(e.stdout, "KMS would answer: AccessDeniedException: %s\n", a.AccessDeniedMessage())
 		}
 	}
-	if !d.Allowed {
-		return exitStatus(1)
+	switch {
+	case a.Allowed:
+		return nil
+	case a.Conditional:
+		return exitStatus(checkConditional)
 	}
-	return nil
+	return exitStatus(checkDenied)
+}
+
+// loadPolicyFile reads and parses a key policy (identity false) or an
+// identity-based policy given to flag, and prints its warnings on stderr.
+func loadPolicyFile(e *env, flag, path string, identity bool) (*keypolicy.Policy, error) {
+	limit, parse := int64(keypolicy.MaxPolicySize), keypolicy.Parse
+	hint := fmt.Sprintf("KMS accepts key policies up to %d bytes", keypolicy.MaxPolicySize)
+	if identity {
+		limit, parse = keypolicy.MaxIdentityPolicyBytes, keypolicy.ParseIdentity
+		hint = fmt.Sprintf("IAM accepts policies up to %d characters besides white space", keypolicy.MaxIdentityPolicySize)
+	}
+	doc, err := readFile(flag, path, limit)
+	if err != nil {
+		return nil, withHint(err, "%s", hint)
+	}
+	p, err := parse(doc)
+	if err != nil {
+		var pe *keypolicy.ParseError
+		if errors.As(err, &pe) {
+			return nil, fmt.Errorf("--%s %s is not a valid policy: %s", flag, path, pe.Text())
+		}
+		return nil, fmt.Errorf("--%s %s is not a valid policy: %v", flag, path, err)
+	}
+	for _, w := range p.Warnings() {
+		fmt.Fprintf(e.stderr, "kmsproxyctl: warning: --%s %s: %s\n", flag, path, w)
+	}
+	return p, nil
 }
 
 // documentPCRs reads an attestation document for policy check and returns

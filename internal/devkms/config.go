@@ -51,6 +51,17 @@ type Config struct {
 	CredentialsPath string
 	// Credentials are access keys given in code, merged with the file's.
 	Credentials []Credential
+	// IAMPoliciesPath is a YAML file mapping principals to their
+	// identity-based (IAM) policies (LoadIAMPolicies). With it, or with
+	// IAMPolicies non-nil, devkms evaluates IAM policies as KMS does: a key
+	// policy statement that names the account lets only the principals
+	// whose IAM policies allow the action through. Without either, every
+	// principal is taken to have an IAM policy that allows kms:* on every
+	// resource.
+	IAMPoliciesPath string
+	// IAMPolicies are identity-based policies given in code (inline
+	// documents), merged with the file's.
+	IAMPolicies map[string][]IAMPolicy
 	// Region and AccountID make up the ARNs of keys and aliases.
 	Region    string
 	AccountID string

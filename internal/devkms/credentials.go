@@ -1,7 +1,6 @@
 package devkms
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -10,7 +9,7 @@ import (
 	"slices"
 	"strings"
 
-	"go.yaml.in/yaml/v3"
+	"github.com/enclavekit/kmsproxy/internal/yamlfile"
 )
 
 // MaxCredentialsFile bounds the credentials file devkms reads; devkms's own
@@ -45,27 +44,36 @@ var (
 )
 
 func (c Credential) validate() error {
-	if !accessKeyIDPattern.MatchString(c.AccessKeyID) {
-		return fmt.Errorf("access key ID %q must be 16 to 128 letters, digits or underscores", shorten(c.AccessKeyID))
-	}
-	if c.SecretAccessKey == "" {
-		return fmt.Errorf("access key %s has no secret_access_key", c.AccessKeyID)
-	}
-	if !principalPattern.MatchString(c.Principal) {
-		return fmt.Errorf("access key %s: principal %q is not an IAM root, user or role ARN or an STS assumed-role ARN", c.AccessKeyID, shorten(c.Principal))
+	if field, reason := c.check(); field != "" {
+		return errors.New(reason)
 	}
 	return nil
 }
 
-// LoadCredentials reads a credentials file: a JSON or YAML map from access
-// key ID to its secret, optional session token and principal ARN:
+// check says which field of c is wrong ("" for the access key ID itself)
+// and why; field is "-" when all is well.
+func (c Credential) check() (field, reason string) {
+	if !accessKeyIDPattern.MatchString(c.AccessKeyID) {
+		return "access key ID", fmt.Sprintf("access key ID %q must be 16 to 128 letters, digits or underscores", shorten(c.AccessKeyID))
+	}
+	if c.SecretAccessKey == "" {
+		return "secret_access_key", fmt.Sprintf("access key %s has no secret_access_key", c.AccessKeyID)
+	}
+	if !principalPattern.MatchString(c.Principal) {
+		return "principal", fmt.Sprintf("access key %s: principal %q is not an IAM root, user or role ARN or an STS assumed-role ARN", c.AccessKeyID, shorten(c.Principal))
+	}
+	return "", ""
+}
+
+// LoadCredentials reads a credentials file: a YAML (or JSON) mapping from
+// access key ID to its secret, optional session token and principal ARN:
 //
 //	AKIAIOSFODNN7EXAMPLE:
 //	  secret_access_key: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
 //	  principal: arn:aws:iam::111122223333:role/data-processing
 //	  session_token: ""        # optional
 //
-// Errors never contain secrets.
+// Errors name the file, the line and the field, and never contain secrets.
 func LoadCredentials(path string) ([]Credential, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -79,33 +87,29 @@ func LoadCredentials(path string) ([]Credential, error) {
 	if len(b) > MaxCredentialsFile {
 		return nil, fmt.Errorf("credentials file %s is larger than %d bytes", path, MaxCredentialsFile)
 	}
-	creds, err := ParseCredentials(b)
-	if err != nil {
-		return nil, fmt.Errorf("credentials file %s: %w", path, err)
-	}
-	return creds, nil
+	return ParseCredentials(path, b)
 }
 
-// ParseCredentials parses the contents of a credentials file (see
-// LoadCredentials), sorted by access key ID.
-func ParseCredentials(b []byte) ([]Credential, error) {
+// ParseCredentials parses the contents of the credentials file named file
+// (see LoadCredentials), sorted by access key ID.
+func ParseCredentials(file string, b []byte) ([]Credential, error) {
 	var m map[string]Credential
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&m); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, errors.New("no access keys in the file")
-		}
-		return nil, fmt.Errorf("failed to parse: %s", redactYAMLError(err))
+	pos, err := yamlfile.DecodePositions(file, b, &m)
+	if err != nil {
+		return nil, err
 	}
 	if len(m) == 0 {
-		return nil, errors.New("no access keys in the file")
+		return nil, fmt.Errorf("credentials file %s: no access keys in the file", file)
 	}
 	out := make([]Credential, 0, len(m))
 	for id, c := range m {
 		c.AccessKeyID = id
-		if err := c.validate(); err != nil {
-			return nil, err
+		switch field, reason := c.check(); field {
+		case "":
+		case "access key ID":
+			return nil, pos.Errorf(id, "%s", reason)
+		default:
+			return nil, pos.Errorf(id+"."+field, "%s", reason)
 		}
 		out = append(out, c)
 	}
@@ -113,11 +117,3 @@ func ParseCredentials(b []byte) ([]Credential, error) {
 	return out, nil
 }
 
-// yamlQuoted matches the values yaml.v3 quotes in its type errors
-// ("cannot unmarshal !!str `...` into ..."), which could be secrets.
-var yamlQuoted = regexp.MustCompile("`[^`]*`")
-
-// redactYAMLError returns a yaml error's text without the values it quotes.
-func redactYAMLError(err error) string {
-	return yamlQuoted.ReplaceAllString(err.Error(), "(value hidden)")
-}

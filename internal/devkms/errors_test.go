@@ -470,11 +470,11 @@ func TestLimits(t *testing.T) {
 		{"GrantTokens", "'grantTokens'", func(size int) error {
 			_, err := c.Encrypt(ctx, &kms.EncryptInput{KeyId: &f.sym, Plaintext: []byte("x"), GrantTokens: tokens(size)})
 			return err
-		}, devkms.MaxGrantTokens, ""},
+		}, devkms.MaxGrantTokens, "InvalidGrantTokenException"}, // in range, but not tokens devkms issued
 		{"GrantTokens member", "'grantTokens.1.member'", func(size int) error {
 			_, err := c.Encrypt(ctx, &kms.EncryptInput{KeyId: &f.sym, Plaintext: []byte("x"), GrantTokens: []string{strings.Repeat("t", size)}})
 			return err
-		}, devkms.MaxGrantTokenLen, ""},
+		}, devkms.MaxGrantTokenLen, "InvalidGrantTokenException"},
 		{"ListKeys Limit", "'limit'", func(size int) error {
 			_, err := c.ListKeys(ctx, &kms.ListKeysInput{Limit: aws.Int32(int32(size))})
 			return err

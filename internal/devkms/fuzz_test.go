@@ -94,7 +94,7 @@ func FuzzParseCredentials(f *testing.F) {
 		"a: b\n", "- 1\n", "",
 	})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		creds, err := ParseCredentials(b)
+		creds, err := ParseCredentials("creds.yaml", b)
 		if err != nil {
 			return
 		}
@@ -112,7 +112,7 @@ func FuzzParseSeed(f *testing.F) {
 		"keys: 3\n", "{", "",
 	})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, _ = ParseSeed(b)
+		_, _ = ParseSeed("seed.yaml", b)
 	})
 }
 

@@ -179,7 +179,7 @@ func TestRecipientCache(t *testing.T) {
 func TestParseCredentials(t *testing.T) {
 	good := "AKIAALICE00000000001:\n  secret_access_key: s3cr3t-value\n  principal: arn:aws:iam::111122223333:user/alice\n" +
 		"ASIACAROL00000000001:\n  secret_access_key: other\n  session_token: tok\n  principal: arn:aws:sts::111122223333:assumed-role/r/s\n"
-	creds, err := ParseCredentials([]byte(good))
+	creds, err := ParseCredentials("creds.yaml", []byte(good))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +190,7 @@ func TestParseCredentials(t *testing.T) {
 	if diff := cmp.Diff(want, creds); diff != "" {
 		t.Fatalf("ParseCredentials (-want +got):\n%s", diff)
 	}
-	if _, err := ParseCredentials([]byte(`{"AKIAALICE00000000001":{"secret_access_key":"x","principal":"arn:aws:iam::111122223333:root"}}`)); err != nil {
+	if _, err := ParseCredentials("creds.yaml", []byte(`{"AKIAALICE00000000001":{"secret_access_key":"x","principal":"arn:aws:iam::111122223333:root"}}`)); err != nil {
 		t.Fatalf("JSON credentials: %v", err)
 	}
 	bad := []struct{ name, in, want string }{
@@ -198,12 +198,14 @@ func TestParseCredentials(t *testing.T) {
 		{"no secret", "AKIAALICE00000000001:\n  principal: arn:aws:iam::111122223333:root\n", "no secret_access_key"},
 		{"bad principal", "AKIAALICE00000000001:\n  secret_access_key: x\n  principal: alice\n", "principal"},
 		{"short key", "AKIA:\n  secret_access_key: x\n  principal: arn:aws:iam::111122223333:root\n", "16 to 128"},
-		{"unknown field", "AKIAALICE00000000001:\n  secret: x\n", "field secret not found"},
-		{"secret as a scalar", "AKIAALICE00000000001: s3cr3t-value\n", "(value hidden)"},
+		{"unknown field", "AKIAALICE00000000001:\n  secret: x\n", `creds.yaml:2:3: AKIAALICE00000000001: unknown field "secret"; valid fields: secret_access_key, session_token, principal`},
+		{"misspelt field", "AKIAALICE00000000001:\n  secret_acces_key: x\n", `creds.yaml:2:3: AKIAALICE00000000001: unknown field "secret_acces_key" (did you mean "secret_access_key"?)`},
+		{"secret as a scalar", "AKIAALICE00000000001: s3cr3t-value\n", `creds.yaml:1:23: AKIAALICE00000000001: want a mapping, not a string`},
+		{"bad principal, with its line", "AKIAALICE00000000001:\n  secret_access_key: x\n  principal: alice\n", `creds.yaml:3:14: AKIAALICE00000000001.principal: access key AKIAALICE00000000001: principal "alice" is not`},
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := ParseCredentials([]byte(tt.in))
+			_, err := ParseCredentials("creds.yaml", []byte(tt.in))
 			if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "s3cr3t") {
 				t.Fatalf("ParseCredentials = %v, want an error with %q and no secret", err, tt.want)
 			}

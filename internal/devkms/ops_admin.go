@@ -3,7 +3,9 @@ package devkms
 import (
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,21 +40,39 @@ func parsePolicy(doc string) (*keypolicy.Policy, error) {
 	return p, nil
 }
 
-// checkLockout applies KMS's policy lockout safety check for principal.
-func (s *Server) checkLockout(p *keypolicy.Policy, principal, keyARN string, bypass bool) error {
+// checkLockout applies KMS's policy lockout safety check: the new policy p
+// must let the caller make a later PutKeyPolicy request on the key ("the key
+// policy must allow the calling principal to make a subsequent PutKeyPolicy
+// request on the KMS key", PutKeyPolicy API reference, Policy), with the
+// caller's IAM policies counted as they would be then. bypass is
+// BypassPolicyLockoutSafetyCheck.
+func (s *Server) checkLockout(c *call, p *keypolicy.Policy, keyARN string, bypass bool) error {
 	if bypass {
 		return nil
 	}
-	d := p.Evaluate(keypolicy.Request{
-		Principal: principal,
-		Action:    "kms:PutKeyPolicy",
-		Resource:  keyARN,
-		Context:   keypolicy.CallerContext(principal),
+	a := keypolicy.Authorize(keypolicy.Input{
+		Request: keypolicy.Request{
+			Principal: c.principal,
+			Action:    "kms:PutKeyPolicy",
+			Resource:  keyARN,
+			Context:   s.requestContext(c, nil, authzInput{extra: bypassContext(false)}),
+		},
+		KeyPolicy:     p,
+		IdentityKnown: true,
+		Identity:      s.iam.forPrincipal(c.principal),
 	})
-	if !d.Allowed {
+	if !a.Allowed {
+		c.denial = "lockout safety check: the new key policy would not allow the caller a later PutKeyPolicy: " + a.Reason()
 		return kmsapi.Errorf(kmsapi.MalformedPolicyDocument, lockoutMessage)
 	}
 	return nil
+}
+
+// bypassContext is the kms:BypassPolicyLockoutSafetyCheck condition key of
+// CreateKey and PutKeyPolicy requests (KMS Developer Guide, "AWS KMS
+// condition keys").
+func bypassContext(bypass bool) map[string][]string {
+	return map[string][]string{"kms:BypassPolicyLockoutSafetyCheck": {strconv.FormatBool(bypass)}}
 }
 
 // keyParams are the properties of a key to create (CreateKey and seeds).
@@ -156,15 +176,25 @@ func (s *Server) createKeyOp(c *call) (any, error) {
 	if in.Policy != nil && *in.Policy == "" {
 		return nil, checkStringLen("policy", in.Policy, 1, keypolicy.MaxPolicySize)
 	}
+	// CreateKey is authorized by IAM policies alone: there is no key yet.
+	createCtx := bypassContext(in.BypassPolicyLockoutSafetyCheck)
+	createCtx["kms:KeySpec"] = []string{string(spec)}
+	createCtx["kms:KeyUsage"] = []string{string(usage)}
+	createCtx["kms:KeyOrigin"] = []string{string(types.OriginTypeAwsKms)}
+	createCtx["kms:MultiRegion"] = []string{"false"}
+	if err := s.authorizeIAM(c, "CreateKey", "*", createCtx); err != nil {
+		return nil, err
+	}
 	p := keyParams{spec: spec, usage: usage, description: aws.ToString(in.Description), policy: aws.ToString(in.Policy), enabled: true}
 	k, err := s.newKey(p)
 	if err != nil {
 		return nil, err
 	}
 	if in.Policy != nil {
-		if err := s.checkLockout(k.policy, c.principal, k.arn, in.BypassPolicyLockoutSafetyCheck); err != nil {
+		if err := s.checkLockout(c, k.policy, k.arn, in.BypassPolicyLockoutSafetyCheck); err != nil {
 			return nil, err
 		}
+		s.logPolicyWarnings(c, k.id, k.policy)
 	}
 	// Tags are accepted and not kept: devkms implements no tag operations.
 	if err := s.store.update(func(next *snapshot) error {
@@ -190,7 +220,7 @@ func (s *Server) describeKey(c *call) (any, error) {
 	if err := kmsapi.DecodeInput(c.body, &in); err != nil {
 		return nil, err
 	}
-	if err := checkGrantTokens(in.GrantTokens); err != nil {
+	if err := s.checkGrantTokens(in.GrantTokens); err != nil {
 		return nil, err
 	}
 	k, _, err := s.store.resolve(in.KeyId, anyKeyID)
@@ -232,6 +262,9 @@ func decodeMarker(m *string) (string, error) {
 func (s *Server) listKeys(c *call) (any, error) {
 	var in kms.ListKeysInput
 	if err := kmsapi.DecodeInput(c.body, &in); err != nil {
+		return nil, err
+	}
+	if err := s.authorizeIAM(c, "ListKeys", "*", nil); err != nil {
 		return nil, err
 	}
 	if err := checkIntRange("limit", in.Limit, 1, MaxListKeysLimit); err != nil {
@@ -337,10 +370,17 @@ func (s *Server) createAlias(c *call) (any, error) {
 		return nil, err
 	}
 	c.keyID = k.id
+	// "To create an alias, the principal needs the following permissions
+	// for both the alias and for the associated KMS key": kms:CreateAlias
+	// on the alias in an IAM policy, and on the key in the key policy (KMS
+	// Developer Guide, "Controlling access to aliases").
+	name := *in.AliasName
+	if err := s.authorizeIAM(c, "CreateAlias", s.store.aliasARN(name), nil); err != nil {
+		return nil, err
+	}
 	if err := s.authorize(c, k, authzInput{action: "CreateAlias"}); err != nil {
 		return nil, err
 	}
-	name := *in.AliasName
 	err = s.store.update(func(next *snapshot) error {
 		if next.aliases[name] != nil {
 			// "An alias with the name arn:aws:kms:...:alias/x already
@@ -360,6 +400,113 @@ func (s *Server) createAlias(c *call) (any, error) {
 	return &kms.CreateAliasOutput{}, nil
 }
 
+// keyKind is the family UpdateAlias compares: "The current and new KMS key
+// must be the same type (both symmetric or both asymmetric or both HMAC),
+// and they must have the same key usage" (UpdateAlias API reference).
+func keyKind(k *key) string {
+	switch {
+	case k.usage == types.KeyUsageTypeGenerateVerifyMac:
+		return "HMAC"
+	case k.isSymmetricEncryption():
+		return "symmetric"
+	}
+	return "asymmetric"
+}
+
+// existingAlias resolves an AliasName of UpdateAlias and DeleteAlias.
+func (s *Server) existingAlias(name *string) (*alias, *key, error) {
+	if err := checkAliasName(name); err != nil {
+		return nil, nil, err
+	}
+	snap := s.store.snap()
+	a := snap.aliases[*name]
+	if a == nil || snap.keys[a.target] == nil {
+		return nil, nil, kmsapi.Errorf(kmsapi.NotFound, "Alias %s is not found.", s.store.aliasARN(*name))
+	}
+	return a, snap.keys[a.target], nil
+}
+
+func (s *Server) updateAlias(c *call) (any, error) {
+	var in kms.UpdateAliasInput
+	if err := kmsapi.DecodeInput(c.body, &in); err != nil {
+		return nil, err
+	}
+	a, cur, err := s.existingAlias(in.AliasName)
+	if err != nil {
+		return nil, err
+	}
+	next, _, err := s.store.resolve(in.TargetKeyId, resolveOptions{member: "targetKeyId"})
+	if err != nil {
+		return nil, err
+	}
+	c.keyID = next.id
+	// Required permissions: kms:UpdateAlias on the alias (IAM policy), on
+	// the current KMS key (key policy) and on the new KMS key (key policy)
+	// (UpdateAlias API reference).
+	if err := s.authorizeIAM(c, "UpdateAlias", s.store.aliasARN(a.name), nil); err != nil {
+		return nil, err
+	}
+	if err := s.authorize(c, cur, authzInput{action: "UpdateAlias"}); err != nil {
+		return nil, err
+	}
+	if err := s.authorize(c, next, authzInput{action: "UpdateAlias"}); err != nil {
+		return nil, err
+	}
+	if keyKind(cur) != keyKind(next) || cur.usage != next.usage {
+		return nil, validationError(fmt.Sprintf("%s points to a %s key with key usage %s; the new key must be of the same type and key usage, not %s with %s. To move the alias to another type of key, delete it and create it again.",
+			a.name, keyKind(cur), cur.usage, keyKind(next), next.usage))
+	}
+	now := s.now().UTC().Truncate(time.Millisecond)
+	err = s.store.update(func(snap *snapshot) error {
+		cur := snap.aliases[a.name]
+		if cur == nil {
+			return kmsapi.Errorf(kmsapi.NotFound, "Alias %s is not found.", s.store.aliasARN(a.name))
+		}
+		if snap.keys[next.id] == nil {
+			return kmsapi.Errorf(kmsapi.NotFound, "Key '%s' does not exist", next.arn)
+		}
+		na := *cur
+		na.target, na.updated = next.id, now
+		snap.aliases[a.name] = &na
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &kms.UpdateAliasOutput{}, nil
+}
+
+func (s *Server) deleteAlias(c *call) (any, error) {
+	var in kms.DeleteAliasInput
+	if err := kmsapi.DecodeInput(c.body, &in); err != nil {
+		return nil, err
+	}
+	a, k, err := s.existingAlias(in.AliasName)
+	if err != nil {
+		return nil, err
+	}
+	c.keyID = k.id
+	// Required permissions: kms:DeleteAlias on the alias (IAM policy) and
+	// on the KMS key (key policy) (DeleteAlias API reference).
+	if err := s.authorizeIAM(c, "DeleteAlias", s.store.aliasARN(a.name), nil); err != nil {
+		return nil, err
+	}
+	if err := s.authorize(c, k, authzInput{action: "DeleteAlias"}); err != nil {
+		return nil, err
+	}
+	err = s.store.update(func(snap *snapshot) error {
+		if snap.aliases[a.name] == nil {
+			return kmsapi.Errorf(kmsapi.NotFound, "Alias %s is not found.", s.store.aliasARN(a.name))
+		}
+		delete(snap.aliases, a.name)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &kms.DeleteAliasOutput{}, nil
+}
+
 func sortedAliases(sn *snapshot) []*alias {
 	out := make([]*alias, 0, len(sn.aliases))
 	for _, a := range sn.aliases {
@@ -372,6 +519,9 @@ func sortedAliases(sn *snapshot) []*alias {
 func (s *Server) listAliases(c *call) (any, error) {
 	var in kms.ListAliasesInput
 	if err := kmsapi.DecodeInput(c.body, &in); err != nil {
+		return nil, err
+	}
+	if err := s.authorizeIAM(c, "ListAliases", "*", nil); err != nil {
 		return nil, err
 	}
 	if err := checkIntRange("limit", in.Limit, 1, MaxListAliasesLimit); err != nil {
@@ -452,16 +602,17 @@ func (s *Server) putKeyPolicy(c *call) (any, error) {
 		return nil, err
 	}
 	c.keyID = k.id
-	if err := s.authorize(c, k, authzInput{action: "PutKeyPolicy"}); err != nil {
+	if err := s.authorize(c, k, authzInput{action: "PutKeyPolicy", extra: bypassContext(in.BypassPolicyLockoutSafetyCheck)}); err != nil {
 		return nil, err
 	}
 	pol, err := parsePolicy(*in.Policy)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.checkLockout(pol, c.principal, k.arn, in.BypassPolicyLockoutSafetyCheck); err != nil {
+	if err := s.checkLockout(c, pol, k.arn, in.BypassPolicyLockoutSafetyCheck); err != nil {
 		return nil, err
 	}
+	s.logPolicyWarnings(c, k.id, pol)
 	err = s.store.update(func(next *snapshot) error {
 		cur := next.keys[k.id]
 		if cur == nil {

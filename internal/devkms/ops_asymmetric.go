@@ -54,7 +54,7 @@ type signInput struct {
 // prepareSignature validates a Sign or Verify request, authorizes it and
 // returns the key and the digest to sign or verify.
 func (s *Server) prepareSignature(c *call, in signInput) (*key, []byte, error) {
-	if err := checkGrantTokens(in.grants); err != nil {
+	if err := s.checkGrantTokens(in.grants); err != nil {
 		return nil, nil, err
 	}
 	if err := checkBlobLen("message", in.message, 1, MaxMessage); err != nil {
@@ -175,7 +175,7 @@ func (s *Server) getPublicKey(c *call) (any, error) {
 	if err := kmsapi.DecodeInput(c.body, &in); err != nil {
 		return nil, err
 	}
-	if err := checkGrantTokens(in.GrantTokens); err != nil {
+	if err := s.checkGrantTokens(in.GrantTokens); err != nil {
 		return nil, err
 	}
 	k, ref, err := s.store.resolve(in.KeyId, anyKeyID)
@@ -213,7 +213,7 @@ func (s *Server) deriveSharedSecret(c *call) (any, error) {
 	if err := kmsapi.DecodeInput(c.body, &in); err != nil {
 		return nil, err
 	}
-	if err := checkGrantTokens(in.GrantTokens); err != nil {
+	if err := s.checkGrantTokens(in.GrantTokens); err != nil {
 		return nil, err
 	}
 	if in.KeyAgreementAlgorithm == "" {
@@ -330,7 +330,7 @@ func (s *Server) generateDataKeyPairCommon(c *call, op string, keyID *string, sp
 	fail := func(err error) (*key, []byte, []byte, []byte, *verifiedRecipient, error) {
 		return nil, nil, nil, nil, nil, err
 	}
-	if err := checkGrantTokens(grants); err != nil {
+	if err := s.checkGrantTokens(grants); err != nil {
 		return fail(err)
 	}
 	if spec == "" {

@@ -34,7 +34,7 @@ func macHash(alg types.MacAlgorithmSpec) func() hash.Hash {
 // "HMAC KMS keys and the HMAC algorithms that AWS KMS uses conform to
 // industry standards defined in RFC 2104", GenerateMac API reference).
 func (s *Server) computeMac(c *call, op string, keyID *string, msg []byte, alg types.MacAlgorithmSpec, grants []string) (*key, []byte, error) {
-	if err := checkGrantTokens(grants); err != nil {
+	if err := s.checkGrantTokens(grants); err != nil {
 		return nil, nil, err
 	}
 	if err := checkBlobLen("message", msg, 1, MaxMessage); err != nil {

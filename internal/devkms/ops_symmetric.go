@@ -190,7 +190,7 @@ func (s *Server) encrypt(c *call) (any, error) {
 	if err := kmsapi.DecodeInput(c.body, &in); err != nil {
 		return nil, err
 	}
-	if err := checkGrantTokens(in.GrantTokens); err != nil {
+	if err := s.checkGrantTokens(in.GrantTokens); err != nil {
 		return nil, err
 	}
 	if err := checkBlobLen("plaintext", in.Plaintext, 1, MaxPlaintext); err != nil {
@@ -236,7 +236,7 @@ func (s *Server) decrypt(c *call) (any, error) {
 	if err := kmsapi.DecodeInput(c.body, &in); err != nil {
 		return nil, err
 	}
-	if err := checkGrantTokens(in.GrantTokens); err != nil {
+	if err := s.checkGrantTokens(in.GrantTokens); err != nil {
 		return nil, err
 	}
 	if err := checkBlobLen("ciphertextBlob", in.CiphertextBlob, 1, MaxCiphertextBlob); err != nil {
@@ -310,7 +310,7 @@ func (s *Server) reEncrypt(c *call) (any, error) {
 	if err := kmsapi.DecodeInput(c.body, &in); err != nil {
 		return nil, err
 	}
-	if err := checkGrantTokens(in.GrantTokens); err != nil {
+	if err := s.checkGrantTokens(in.GrantTokens); err != nil {
 		return nil, err
 	}
 	if err := checkBlobLen("ciphertextBlob", in.CiphertextBlob, 1, MaxCiphertextBlob); err != nil {
@@ -423,7 +423,7 @@ func dataKeyLength(spec types.DataKeySpec, n *int32) (int, error) {
 // generateDataKeyCommon is GenerateDataKey and its WithoutPlaintext variant.
 func (s *Server) generateDataKeyCommon(c *call, op string, keyID *string, spec types.DataKeySpec, n *int32,
 	ec map[string]string, grants []string, dryRun *bool, recipient *types.RecipientInfo) (*key, []byte, []byte, *verifiedRecipient, error) {
-	if err := checkGrantTokens(grants); err != nil {
+	if err := s.checkGrantTokens(grants); err != nil {
 		return nil, nil, nil, nil, err
 	}
 	size, err := dataKeyLength(spec, n)
@@ -500,8 +500,8 @@ func (s *Server) generateDataKeyWithoutPlaintext(c *call) (any, error) {
 }
 
 // generateRandom answers GenerateRandom. It involves no key, so no key
-// policy applies (KMS authorizes it with IAM policies only); with a
-// Recipient, only the attestation document is verified.
+// policy applies: KMS authorizes it with IAM policies only, which may test
+// the Recipient's kms:RecipientAttestation:* keys.
 func (s *Server) generateRandom(c *call) (any, error) {
 	var in kms.GenerateRandomInput
 	if err := kmsapi.DecodeInput(c.body, &in); err != nil {
@@ -524,6 +524,13 @@ func (s *Server) generateRandom(c *call) (any, error) {
 		if rcpt, err = s.recipient.verify(in.Recipient); err != nil {
 			return nil, err
 		}
+	}
+	var attested map[string][]string
+	if rcpt != nil {
+		attested = rcpt.context
+	}
+	if err := s.authorizeIAM(c, "GenerateRandom", "*", attested); err != nil {
+		return nil, err
 	}
 	pt := c.secret(make([]byte, *in.NumberOfBytes))
 	rand.Read(pt)

@@ -1,17 +1,17 @@
 package devkms
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/enclavekit/kmsproxy/internal/keypolicy"
+	"github.com/enclavekit/kmsproxy/internal/kmsapi"
+	"github.com/enclavekit/kmsproxy/internal/yamlfile"
 )
 
 // MaxSeedFile bounds the seed file devkms reads; devkms's own limit (a seed
@@ -66,23 +66,33 @@ type SeedAlias struct {
 	TargetKeyID string `yaml:"target_key_id"`
 }
 
-// LoadSeed reads a seed file and the policy files it names.
+// LoadSeed reads a seed file and the policy files it names. Errors name
+// the file, the line and the field.
 func LoadSeed(path string) (Seed, error) {
+	seed, _, err := loadSeed(path)
+	return seed, err
+}
+
+// loadSeed is LoadSeed that also returns where each value of the file is,
+// so that ApplySeed's errors can point at their line.
+func loadSeed(path string) (Seed, yamlfile.Positions, error) {
 	b, err := readLimited(path, MaxSeedFile)
 	if err != nil {
-		return Seed{}, fmt.Errorf("failed to read seed file: %w", err)
+		return Seed{}, yamlfile.Positions{}, fmt.Errorf("failed to read seed file: %w", err)
 	}
-	seed, err := ParseSeed(b)
+	var seed Seed
+	pos, err := yamlfile.DecodePositions(path, b, &seed)
 	if err != nil {
-		return Seed{}, fmt.Errorf("seed file %s: %w", path, err)
+		return Seed{}, pos, err
 	}
 	for i := range seed.Keys {
 		k := &seed.Keys[i]
 		if k.PolicyFile == "" {
 			continue
 		}
+		field := fmt.Sprintf("keys[%d].policy_file", i)
 		if k.Policy != "" {
-			return Seed{}, fmt.Errorf("seed file %s: key %s has both policy and policy_file", path, k.ID)
+			return Seed{}, pos, pos.Errorf(field, "give policy or policy_file, not both")
 		}
 		pf := k.PolicyFile
 		if !filepath.IsAbs(pf) {
@@ -92,23 +102,42 @@ func LoadSeed(path string) (Seed, error) {
 		// oversized policy as KMS would (LimitExceededException).
 		pb, err := readLimited(pf, keypolicy.MaxPolicySize+1)
 		if err != nil {
-			return Seed{}, fmt.Errorf("seed file %s: key %s: failed to read policy file: %w", path, k.ID, err)
+			return Seed{}, pos, pos.Errorf(field, "failed to read the policy file: %v", err)
 		}
 		k.Policy, k.PolicyFile = string(pb), ""
+	}
+	return seed, pos, nil
+}
+
+// ParseSeed parses the YAML of a seed file named file; policy_file entries
+// are left for LoadSeed to read.
+func ParseSeed(file string, b []byte) (Seed, error) {
+	var seed Seed
+	if err := yamlfile.Decode(file, b, &seed); err != nil {
+		return Seed{}, err
 	}
 	return seed, nil
 }
 
-// ParseSeed parses the YAML of a seed file; policy_file entries are left for
-// LoadSeed to read.
-func ParseSeed(b []byte) (Seed, error) {
-	var seed Seed
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&seed); err != nil && !errors.Is(err, io.EOF) {
-		return Seed{}, fmt.Errorf("failed to parse: %s", redactYAMLError(err))
+// seedError is a problem with one value of a seed, named by its path in the
+// seed file ("keys[0].key_spec").
+type seedError struct {
+	path, reason string
+}
+
+func (e *seedError) Error() string { return "seed " + e.path + ": " + e.reason }
+
+func seedErrorf(path, format string, args ...any) *seedError {
+	return &seedError{path: path, reason: fmt.Sprintf(format, args...)}
+}
+
+// kmsMessage is the message of a KMS-shaped error, or the error's text.
+func kmsMessage(err error) string {
+	var ke *kmsapi.Error
+	if errors.As(err, &ke) {
+		return ke.Message
 	}
-	return seed, nil
+	return err.Error()
 }
 
 // ApplySeed creates or updates the seed's keys and aliases in one atomic
@@ -119,17 +148,18 @@ func (s *Server) ApplySeed(seed Seed) error {
 		pol *keypolicy.Policy
 	}
 	plans := make([]planned, 0, len(seed.Keys))
-	ids := map[string]bool{}
+	ids := map[string]int{}
 	for i, sk := range seed.Keys {
+		at := fmt.Sprintf("keys[%d]", i)
 		if !keyIDPattern.MatchString(sk.ID) {
-			return fmt.Errorf("seed key %d: id %q must be a key ID (UUID), e.g. 2b9e6c1a-1c6e-4c0b-9d3b-7f2f9c2f6a11", i, shorten(sk.ID))
+			return seedErrorf(at+".id", "%q must be a key ID (UUID), e.g. 2b9e6c1a-1c6e-4c0b-9d3b-7f2f9c2f6a11", shorten(sk.ID))
 		}
-		if ids[sk.ID] {
-			return fmt.Errorf("seed key %s appears twice", sk.ID)
+		if j, dup := ids[sk.ID]; dup {
+			return seedErrorf(at+".id", "key %s appears twice (first as keys[%d])", sk.ID, j)
 		}
-		ids[sk.ID] = true
+		ids[sk.ID] = i
 		if sk.PolicyFile != "" {
-			return fmt.Errorf("seed key %s: policy_file must be read with LoadSeed", sk.ID)
+			return seedErrorf(at+".policy_file", "policy_file must be read with LoadSeed")
 		}
 		spec := types.KeySpec(sk.KeySpec)
 		if spec == "" {
@@ -137,10 +167,14 @@ func (s *Server) ApplySeed(seed Seed) error {
 		}
 		usage, err := checkSpecUsage(spec, types.KeyUsageType(sk.KeyUsage))
 		if err != nil {
-			return fmt.Errorf("seed key %s: %v", sk.ID, err)
+			field := ".key_spec"
+			if msg := kmsMessage(err); strings.Contains(msg, "'keyUsage'") || strings.Contains(msg, "KeyUsage") {
+				field = ".key_usage" // the usage is missing or does not suit the spec
+			}
+			return seedErrorf(at+field, "%s", kmsMessage(err))
 		}
 		if len(sk.Description) > MaxDescription {
-			return fmt.Errorf("seed key %s: description longer than %d bytes", sk.ID, MaxDescription)
+			return seedErrorf(at+".description", "longer than %d bytes", MaxDescription)
 		}
 		pl := planned{p: keyParams{id: sk.ID, spec: spec, usage: usage, description: sk.Description, policy: sk.Policy, enabled: true}}
 		if sk.Enabled != nil {
@@ -148,19 +182,22 @@ func (s *Server) ApplySeed(seed Seed) error {
 		}
 		if sk.Policy != "" {
 			if pl.pol, err = parsePolicy(sk.Policy); err != nil {
-				return fmt.Errorf("seed key %s: policy: %v", sk.ID, err)
+				return seedErrorf(at+".policy", "not a valid key policy: %s", kmsMessage(err))
+			}
+			for _, w := range pl.pol.Warnings() {
+				s.log.Warn("key policy warning", "key", sk.ID, "seed", at, "warning", w.String())
 			}
 		}
-		for _, a := range sk.Aliases {
+		for j, a := range sk.Aliases {
 			if err := checkAliasName(&a); err != nil {
-				return fmt.Errorf("seed key %s: alias %q: %v", sk.ID, shorten(a), err)
+				return seedErrorf(fmt.Sprintf("%s.aliases[%d]", at, j), "%s", kmsMessage(err))
 			}
 		}
 		plans = append(plans, pl)
 	}
-	for _, a := range seed.Aliases {
+	for i, a := range seed.Aliases {
 		if err := checkAliasName(&a.Name); err != nil {
-			return fmt.Errorf("seed alias %q: %v", shorten(a.Name), err)
+			return seedErrorf(fmt.Sprintf("aliases[%d].name", i), "%s", kmsMessage(err))
 		}
 	}
 	// Generate material for new keys before taking the store's lock: RSA
@@ -173,7 +210,7 @@ func (s *Server) ApplySeed(seed Seed) error {
 		}
 		k, err := s.newKey(pl.p)
 		if err != nil {
-			return fmt.Errorf("seed key %s: %v", pl.p.id, err)
+			return seedErrorf(fmt.Sprintf("keys[%d]", ids[pl.p.id]), "%s", kmsMessage(err))
 		}
 		fresh[k.id] = k
 	}
@@ -191,7 +228,7 @@ func (s *Server) ApplySeed(seed Seed) error {
 				continue
 			}
 			if cur.spec != pl.p.spec || cur.usage != pl.p.usage {
-				return fmt.Errorf("seed key %s exists as %s/%s, but the seed says %s/%s; a key's spec and usage cannot change",
+				return seedErrorf(fmt.Sprintf("keys[%d]", ids[pl.p.id]), "key %s exists as %s/%s, but the seed says %s/%s; a key's spec and usage cannot change",
 					cur.id, cur.spec, cur.usage, pl.p.spec, pl.p.usage)
 			}
 			nk := cur.copyKey()
@@ -201,9 +238,9 @@ func (s *Server) ApplySeed(seed Seed) error {
 			}
 			next.keys[nk.id] = nk
 		}
-		setAlias := func(name, target string) error {
+		setAlias := func(path, name, target string) error {
 			if next.keys[target] == nil {
-				return fmt.Errorf("seed alias %s: target key %s does not exist", name, shorten(target))
+				return seedErrorf(path, "target key %s of %s does not exist", shorten(target), name)
 			}
 			if a := next.aliases[name]; a != nil {
 				if a.target != target {
@@ -216,15 +253,15 @@ func (s *Server) ApplySeed(seed Seed) error {
 			next.aliases[name] = &alias{name: name, target: target, created: now, updated: now}
 			return nil
 		}
-		for _, sk := range seed.Keys {
-			for _, a := range sk.Aliases {
-				if err := setAlias(a, sk.ID); err != nil {
+		for i, sk := range seed.Keys {
+			for j, a := range sk.Aliases {
+				if err := setAlias(fmt.Sprintf("keys[%d].aliases[%d]", i, j), a, sk.ID); err != nil {
 					return err
 				}
 			}
 		}
-		for _, a := range seed.Aliases {
-			if err := setAlias(a.Name, a.TargetKeyID); err != nil {
+		for i, a := range seed.Aliases {
+			if err := setAlias(fmt.Sprintf("aliases[%d].target_key_id", i), a.Name, a.TargetKeyID); err != nil {
 				return err
 			}
 		}

@@ -118,19 +118,26 @@ func TestSeedIsIdempotent(t *testing.T) {
 	}
 }
 
+// TestBadSeeds: every seed error names the file, the line and column, the
+// path of the value, and what is wrong, with the nearest valid field for a
+// misspelt one (never a Go type name).
 func TestBadSeeds(t *testing.T) {
 	tests := []struct {
 		name, yaml, want string
 	}{
-		{"key ID not a UUID", "keys:\n  - id: app\n", "must be a key ID (UUID)"},
-		{"unknown field", "keys:\n  - id: " + seedAppKey + "\n    colour: blue\n", "field colour not found"},
-		{"policy and policy_file", "keys:\n  - id: " + seedAppKey + "\n    policy: '{}'\n    policy_file: app-policy.json\n", "both policy and policy_file"},
-		{"missing policy file", "keys:\n  - id: " + seedAppKey + "\n    policy_file: nope.json\n", "failed to read policy file"},
-		{"malformed policy", "keys:\n  - id: " + seedAppKey + "\n    policy: '{'\n", "MalformedPolicyDocumentException"},
-		{"bad alias", "keys:\n  - id: " + seedAppKey + "\n    aliases: [app]\n", `Alias must start with the prefix "alias/"`},
-		{"alias to a missing key", "aliases:\n  - name: alias/x\n    target_key_id: " + seedAppKey + "\n", "target key " + seedAppKey + " does not exist"},
-		{"unsupported key spec", "keys:\n  - id: " + seedAppKey + "\n    key_spec: ECC_SECG_P256K1\n    key_usage: SIGN_VERIFY\n", "no secp256k1"},
-		{"key twice", "keys:\n  - id: " + seedAppKey + "\n  - id: " + seedAppKey + "\n", "appears twice"},
+		{"key ID not a UUID", "keys:\n  - id: app\n", `seed.yaml:2:9: keys[0].id: "app" must be a key ID (UUID)`},
+		{"misspelt field", "keys:\n  - id: " + seedAppKey + "\n    polcy_file: app-policy.json\n",
+			`seed.yaml:3:5: keys[0]: unknown field "polcy_file" (did you mean "policy_file"?); valid fields: id, description, key_spec, key_usage, enabled, policy, policy_file, aliases`},
+		{"unknown field", "keys:\n  - id: " + seedAppKey + "\n    colour: blue\n", `seed.yaml:3:5: keys[0]: unknown field "colour"; valid fields: id,`},
+		{"wrong type", "keys:\n  - id: " + seedAppKey + "\n    enabled: sometimes\n", `seed.yaml:3:14: keys[0].enabled: want true or false, not a string`},
+		{"policy and policy_file", "keys:\n  - id: " + seedAppKey + "\n    policy: '{}'\n    policy_file: app-policy.json\n", "seed.yaml:4:18: keys[0].policy_file: give policy or policy_file, not both"},
+		{"missing policy file", "keys:\n  - id: " + seedAppKey + "\n    policy_file: nope.json\n", "seed.yaml:3:18: keys[0].policy_file: failed to read the policy file: open "},
+		{"malformed policy", "keys:\n  - id: " + seedAppKey + "\n    policy: '{'\n", "seed.yaml:3:13: keys[0].policy: not a valid key policy: the key policy is not valid JSON"},
+		{"bad alias", "keys:\n  - id: " + seedAppKey + "\n    aliases: [app]\n", `seed.yaml:3:15: keys[0].aliases[0]: Alias must start with the prefix "alias/"`},
+		{"alias to a missing key", "aliases:\n  - name: alias/x\n    target_key_id: " + seedAppKey + "\n", "seed.yaml:3:20: aliases[0].target_key_id: target key " + seedAppKey + " of alias/x does not exist"},
+		{"unsupported key spec", "keys:\n  - id: " + seedAppKey + "\n    key_spec: ECC_SECG_P256K1\n    key_usage: SIGN_VERIFY\n", "seed.yaml:3:15: keys[0].key_spec: KeySpec ECC_SECG_P256K1 is not supported by devkms: the Go standard library has no secp256k1"},
+		{"usage missing", "keys:\n  - id: " + seedAppKey + "\n    key_spec: RSA_2048\n", "seed.yaml:2:5: keys[0].key_usage: You must specify a KeyUsage value"},
+		{"key twice", "keys:\n  - id: " + seedAppKey + "\n  - id: " + seedAppKey + "\n", "seed.yaml:3:9: keys[1].id: key " + seedAppKey + " appears twice (first as keys[0])"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -138,7 +145,10 @@ func TestBadSeeds(t *testing.T) {
 			cfg.SeedPath = writeSeed(t, t.TempDir(), tt.yaml)
 			_, err := devkms.New(cfg)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("New = %v, want an error containing %q", err, tt.want)
+				t.Fatalf("New = %v, want an error containing\n%s", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "devkms.") || strings.Contains(err.Error(), "not found in type") {
+				t.Errorf("the error names a Go type: %v", err)
 			}
 		})
 	}

@@ -48,6 +48,7 @@ type Server struct {
 	now       func() time.Time
 	store     *store
 	auth      *authenticator // nil: every caller is the account root
+	iam       *identityPolicies
 	recipient *recipientVerifier
 	faults    faultInjector
 	tlsConfig *tls.Config
@@ -94,6 +95,31 @@ func New(cfg Config) (*Server, error) {
 		s.auth = newAuthenticator(creds, cfg.Region, s.now)
 	}
 
+	iamConfigured := cfg.IAMPoliciesPath != "" || cfg.IAMPolicies != nil
+	iam := map[string][]IAMPolicy{}
+	for p, list := range cfg.IAMPolicies {
+		iam[p] = append(iam[p], list...)
+	}
+	if cfg.IAMPoliciesPath != "" {
+		fromFile, err := LoadIAMPolicies(cfg.IAMPoliciesPath)
+		if err != nil {
+			return nil, err
+		}
+		for p, list := range fromFile {
+			if _, dup := iam[p]; dup {
+				return nil, fmt.Errorf("IAM policies file %s: %s is also configured in code", cfg.IAMPoliciesPath, shorten(p))
+			}
+			iam[p] = list
+		}
+	}
+	var err error
+	if s.iam, err = newIdentityPolicies(iam, iamConfigured); err != nil {
+		return nil, err
+	}
+	for _, w := range s.iam.warnings() {
+		s.log.Warn("IAM policy warning", "warning", w)
+	}
+
 	roots := x509.NewCertPool()
 	roots.AddCert(attestation.NitroRoot())
 	for _, c := range cfg.TrustRoots {
@@ -117,11 +143,15 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	if cfg.SeedPath != "" {
-		seed, err := LoadSeed(cfg.SeedPath)
+		seed, pos, err := loadSeed(cfg.SeedPath)
 		if err != nil {
 			return nil, err
 		}
 		if err := s.ApplySeed(seed); err != nil {
+			var se *seedError
+			if errors.As(err, &se) {
+				return nil, pos.Errorf(se.path, "%s", se.reason)
+			}
 			return nil, err
 		}
 	}
@@ -219,7 +249,10 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		l = tls.NewListener(l, s.tlsConfig.Clone())
 	}
 	s.log.Info("listening", "url", s.URL(l), "region", s.cfg.Region, "account", s.cfg.AccountID,
-		"sigv4", s.auth != nil, "state", s.cfg.StatePath)
+		"sigv4", s.auth != nil, "iam_policies", !s.iam.assumed, "state", s.cfg.StatePath)
+	if s.iam.assumed {
+		s.log.Info("no IAM policies configured (--iam-policies): every principal is taken to have an IAM policy that allows kms:* on every resource")
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		if err := hs.Serve(l); !errors.Is(err, http.ErrServerClosed) {
@@ -276,6 +309,9 @@ type call struct {
 	keyID string
 	// requestID is sent in x-amzn-RequestId and logged.
 	requestID string
+	// denial says why authorization refused the request: the layer, the
+	// statement or grant and the condition that decided (logged).
+	denial string
 	// secrets are plaintext buffers of this request, zeroed once the
 	// answer is written.
 	secrets [][]byte
@@ -366,6 +402,9 @@ func (s *Server) logRequest(c *call, err error, d time.Duration) {
 	if err != nil {
 		ke := kmsapi.AsError(err, "An internal error occurred.")
 		attrs = append(attrs, slog.String("error", ke.Type), slog.Int("status", ke.Status), slog.String("message", ke.Message))
+		if c.denial != "" {
+			attrs = append(attrs, slog.String("deny_reason", c.denial))
+		}
 		var typed *kmsapi.Error
 		if !errors.As(err, &typed) {
 			// Internal errors (state file, envelope) are built without

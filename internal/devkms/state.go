@@ -39,6 +39,7 @@ type stateFile struct {
 	AccountID string       `json:"account_id"`
 	Keys      []stateKey   `json:"keys"`
 	Aliases   []stateAlias `json:"aliases"`
+	Grants    []stateGrant `json:"grants,omitempty"`
 }
 
 type stateKey struct {
@@ -60,6 +61,19 @@ type stateAlias struct {
 	TargetKeyID string    `json:"target_key_id"`
 	Created     time.Time `json:"created"`
 	Updated     time.Time `json:"updated"`
+}
+
+type stateGrant struct {
+	GrantID                 string            `json:"grant_id"`
+	KeyID                   string            `json:"key_id"`
+	Name                    string            `json:"name,omitempty"`
+	GranteePrincipal        string            `json:"grantee_principal"`
+	RetiringPrincipal       string            `json:"retiring_principal,omitempty"`
+	Operations              []string          `json:"operations"`
+	EncryptionContextEquals map[string]string `json:"encryption_context_equals,omitempty"`
+	EncryptionContextSubset map[string]string `json:"encryption_context_subset,omitempty"`
+	Created                 time.Time         `json:"created"`
+	IssuingAccount          string            `json:"issuing_account,omitempty"`
 }
 
 // StateError says why a state file was refused. devkms never overwrites a
@@ -95,6 +109,11 @@ func (s *store) encodeState(sn *snapshot) *stateFile {
 	}
 	for _, a := range sortedAliases(sn) {
 		st.Aliases = append(st.Aliases, stateAlias{Name: a.name, TargetKeyID: a.target, Created: a.created.UTC(), Updated: a.updated.UTC()})
+	}
+	for _, g := range sn.sortedGrants(func(*grant) bool { return true }) {
+		st.Grants = append(st.Grants, stateGrant{GrantID: g.id, KeyID: g.keyID, Name: g.name, GranteePrincipal: g.grantee,
+			RetiringPrincipal: g.retiring, Operations: g.operations, EncryptionContextEquals: g.ecEquals,
+			EncryptionContextSubset: g.ecSubset, Created: g.created.UTC(), IssuingAccount: g.issuer})
 	}
 	return st
 }
@@ -188,7 +207,7 @@ func (s *store) decodeState(b []byte) (*snapshot, error) {
 	if st.Region != s.region || st.AccountID != s.account {
 		return nil, fmt.Errorf("written for region %q and account %q, but devkms runs with --region %q --account-id %q (key ARNs would change)", st.Region, st.AccountID, s.region, s.account)
 	}
-	sn := &snapshot{keys: map[string]*key{}, aliases: map[string]*alias{}}
+	sn := emptySnapshot()
 	for i, sk := range st.Keys {
 		k, err := s.decodeKey(sk)
 		if err != nil {
@@ -211,6 +230,28 @@ func (s *store) decodeState(b []byte) (*snapshot, error) {
 			return nil, fmt.Errorf("alias %s: target key %q is not in the file", sa.Name, shorten(sa.TargetKeyID))
 		}
 		sn.aliases[sa.Name] = &alias{name: sa.Name, target: sa.TargetKeyID, created: sa.Created, updated: sa.Updated}
+	}
+	for i, sg := range st.Grants {
+		switch {
+		case !grantIDPattern.MatchString(sg.GrantID):
+			return nil, fmt.Errorf("grant %d: grant ID %q is not 64 hex digits", i, shorten(sg.GrantID))
+		case sn.grants[sg.GrantID] != nil:
+			return nil, fmt.Errorf("grant %d: duplicate grant ID %s", i, sg.GrantID)
+		case sn.keys[sg.KeyID] == nil:
+			return nil, fmt.Errorf("grant %s: key %q is not in the file", sg.GrantID, shorten(sg.KeyID))
+		case len(sg.Operations) == 0:
+			return nil, fmt.Errorf("grant %s: no operations", sg.GrantID)
+		case checkGrantPrincipal("grantee_principal", &sg.GranteePrincipal, true) != nil:
+			return nil, fmt.Errorf("grant %s: invalid grantee principal %q", sg.GrantID, shorten(sg.GranteePrincipal))
+		}
+		for _, op := range sg.Operations {
+			if !slices.Contains(types.GrantOperation("").Values(), types.GrantOperation(op)) {
+				return nil, fmt.Errorf("grant %s: unknown operation %q", sg.GrantID, shorten(op))
+			}
+		}
+		sn.grants[sg.GrantID] = &grant{id: sg.GrantID, keyID: sg.KeyID, name: sg.Name, grantee: sg.GranteePrincipal,
+			retiring: sg.RetiringPrincipal, operations: sg.Operations, ecEquals: sg.EncryptionContextEquals,
+			ecSubset: sg.EncryptionContextSubset, created: sg.Created, issuer: sg.IssuingAccount}
 	}
 	return sn, nil
 }

@@ -22,12 +22,13 @@ type alias struct {
 	updated time.Time
 }
 
-// snapshot is one consistent view of keys and aliases. Published snapshots
-// are never modified; updates build a new one.
+// snapshot is one consistent view of keys, aliases and grants. Published
+// snapshots are never modified; updates build a new one.
 type snapshot struct {
 	keys    map[string]*key // by key ID
 	order   []string        // key IDs in creation order (ListKeys)
 	aliases map[string]*alias
+	grants  map[string]*grant // by grant ID
 }
 
 func (s *snapshot) clone() *snapshot {
@@ -35,7 +36,12 @@ func (s *snapshot) clone() *snapshot {
 		keys:    maps.Clone(s.keys),
 		order:   slices.Clone(s.order),
 		aliases: maps.Clone(s.aliases),
+		grants:  maps.Clone(s.grants),
 	}
+}
+
+func emptySnapshot() *snapshot {
+	return &snapshot{keys: map[string]*key{}, aliases: map[string]*alias{}, grants: map[string]*grant{}}
 }
 
 // store holds devkms's keys and aliases. Readers load the current snapshot
@@ -54,7 +60,7 @@ type store struct {
 
 func newStore(region, account, path string) *store {
 	s := &store{region: region, account: account, partition: partition(region), path: path}
-	s.cur.Store(&snapshot{keys: map[string]*key{}, aliases: map[string]*alias{}})
+	s.cur.Store(emptySnapshot())
 	return s
 }
 

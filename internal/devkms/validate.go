@@ -140,20 +140,6 @@ func checkEnum[E ~string](member string, v E, valid []E) error {
 	return kmsapi.Errorf(kmsapi.Validation, "1 validation error detected: Value '%s' at '%s' failed to satisfy constraint: Member must satisfy enum value set: [%s]", shorten(string(v)), member, strings.Join(names, ", "))
 }
 
-// checkGrantTokens applies the GrantTokens constraints. devkms has no grants,
-// so valid tokens are accepted and ignored.
-func checkGrantTokens(tokens []string) error {
-	if len(tokens) > MaxGrantTokens {
-		return kmsapi.Errorf(kmsapi.Validation, "1 validation error detected: Value at 'grantTokens' failed to satisfy constraint: Member must have length less than or equal to %d", MaxGrantTokens)
-	}
-	for i, t := range tokens {
-		if len(t) < 1 || len(t) > MaxGrantTokenLen {
-			return kmsapi.Errorf(kmsapi.Validation, "1 validation error detected: Value at 'grantTokens.%d.member' failed to satisfy constraint: Member must have length between 1 and %d", i+1, MaxGrantTokenLen)
-		}
-	}
-	return nil
-}
-
 // dryRunError is KMS's answer to a request with DryRun set that would have
 // succeeded: "DryRunOperationException ... The request was rejected because
 // the DryRun parameter was specified. HTTP Status Code: 412" (KMS API

@@ -229,9 +229,7 @@ func resourceAccount(arn string) string {
 // evaluateGrant decides whether g allows action ("kms:Decrypt") for caller.
 func evaluateGrant(g Grant, caller identity, action string, ec map[string]string, constraintsApply bool) GrantResult {
 	r := GrantResult{Grant: g, ConstraintsMatched: true}
-	if grantee, err := parsePolicyAWSPrincipal(g.GranteePrincipal); err == nil && grantee.kind != kindWildcard {
-		r.GranteeMatched = grantee.admits(caller) && (grantee.kind != kindAccount || caller.kind == kindAccount)
-	}
+	r.GranteeMatched = PrincipalNames(g.GranteePrincipal, caller.raw)
 	op, ok := cutPrefixFold(action, "kms:")
 	r.OperationMatched = ok && slices.Contains(g.Operations, op)
 	if constraintsApply {

@@ -36,14 +36,18 @@ type ParseError struct {
 }
 
 // Error implements error: "keypolicy: statement 1 (Sid "x"): reason".
-func (e *ParseError) Error() string {
+func (e *ParseError) Error() string { return "keypolicy: " + e.Text() }
+
+// Text is Error without the package name, for messages to users:
+// `statement 1 (Sid "x"): reason`.
+func (e *ParseError) Text() string {
 	switch {
 	case e.Statement < 0:
-		return "keypolicy: " + e.Reason
+		return e.Reason
 	case e.Sid != "":
-		return fmt.Sprintf("keypolicy: statement %d (Sid %s): %s", e.Statement, quote(e.Sid), e.Reason)
+		return fmt.Sprintf("statement %d (Sid %s): %s", e.Statement, quote(e.Sid), e.Reason)
 	default:
-		return fmt.Sprintf("keypolicy: statement %d: %s", e.Statement, e.Reason)
+		return fmt.Sprintf("statement %d: %s", e.Statement, e.Reason)
 	}
 }
 

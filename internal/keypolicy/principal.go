@@ -384,3 +384,16 @@ func (p *Principals) excludes(c identity) bool {
 		return false
 	}
 }
+
+// PrincipalNames reports whether named, a principal ARN or account ID as a
+// grant names its grantee or retiring principal, names caller directly: the
+// same user or session, the role of a session, or the root user of a named
+// account. "*" names no one here.
+func PrincipalNames(named, caller string) bool {
+	e, err := parsePolicyAWSPrincipal(named)
+	if err != nil || e.kind == kindWildcard {
+		return false
+	}
+	c := parseCaller(caller)
+	return e.admits(c) && (e.kind != kindAccount || c.kind == kindAccount)
+}

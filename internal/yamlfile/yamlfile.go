@@ -57,17 +57,62 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
+// Position is where a value starts in a file, 1-based.
+type Position struct {
+	Line, Column int
+}
+
+// Positions maps the path of every value Decode read ("keys[0].id") to
+// where it starts, so that a check made after decoding can point at the
+// line it is about.
+type Positions struct {
+	file string
+	at   map[string]Position
+}
+
+// Errorf returns an *Error at the value of path, or at the nearest enclosing
+// value Decode saw ("keys[3]" for a missing "keys[3].id").
+func (p Positions) Errorf(path, format string, args ...any) *Error {
+	e := &Error{File: p.file, Path: path, Reason: fmt.Sprintf(format, args...)}
+	for q := path; ; {
+		if pos, ok := p.at[q]; ok {
+			e.Line, e.Column = pos.Line, pos.Column
+			return e
+		}
+		i := strings.LastIndexAny(q, ".[")
+		if i < 0 {
+			break
+		}
+		q = q[:i]
+	}
+	if pos, ok := p.at[""]; ok {
+		e.Line, e.Column = pos.Line, pos.Column
+	}
+	return e
+}
+
 // Decode decodes the YAML document data, read from the file named file, into
 // v, which must be a non-nil pointer. Struct fields are matched by their
 // `yaml:"name"` tags; an unknown field, a repeated key, a value of the wrong
 // kind, a YAML alias or a second document is an *Error. An empty document
 // leaves v unchanged and returns nil; Empty reports it.
 func Decode(file string, data []byte, v any) error {
+	_, err := DecodePositions(file, data, v)
+	return err
+}
+
+// DecodePositions is Decode that also returns where each value was.
+func DecodePositions(file string, data []byte, v any) (Positions, error) {
 	rv := reflect.ValueOf(v)
 	if rv.Kind() != reflect.Pointer || rv.IsNil() {
 		panic("yamlfile: Decode needs a non-nil pointer")
 	}
-	d := &decoder{file: file}
+	d := &decoder{file: file, pos: Positions{file: file, at: map[string]Position{}}}
+	err := d.document(data, rv)
+	return d.pos, err
+}
+
+func (d *decoder) document(data []byte, rv reflect.Value) error {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
@@ -103,6 +148,7 @@ func Empty(data []byte) bool {
 
 type decoder struct {
 	file string
+	pos  Positions
 }
 
 func (d *decoder) errorAt(n *yaml.Node, path, format string, args ...any) *Error {
@@ -177,6 +223,7 @@ func join(path, name string) string {
 }
 
 func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) error {
+	d.pos.at[path] = Position{Line: n.Line, Column: n.Column}
 	if n.Kind == yaml.AliasNode || n.Anchor != "" {
 		return d.errorAt(n, path, "YAML anchors and aliases are not supported here: write the value out")
 	}

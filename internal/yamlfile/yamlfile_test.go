@@ -118,3 +118,25 @@ func TestDecodeNeverQuotesValues(t *testing.T) {
 		}
 	}
 }
+
+func TestPositions(t *testing.T) {
+	in := "items:\n  - id: a\n  - id: b\n    count: 2\n"
+	var got doc
+	pos, err := DecodePositions("f.yaml", []byte(in), &got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		path, want string
+	}{
+		{"items[1].count", "f.yaml:4:12: items[1].count: bad"},
+		{"items[1].tags", "f.yaml:3:5: items[1].tags: bad"}, // absent: its item
+		{"items[0]", "f.yaml:2:5: items[0]: bad"},
+		{"nothing.here", "f.yaml:1:1: nothing.here: bad"},
+	}
+	for _, tt := range tests {
+		if got := pos.Errorf(tt.path, "bad").Error(); got != tt.want {
+			t.Errorf("Errorf(%q) = %q, want %q", tt.path, got, tt.want)
+		}
+	}
+}
