@@ -116,4 +116,3 @@ func ParseCredentials(file string, b []byte) ([]Credential, error) {
 	slices.SortFunc(out, func(a, b Credential) int { return strings.Compare(a.AccessKeyID, b.AccessKeyID) })
 	return out, nil
 }
-

@@ -91,7 +91,7 @@ const (
 // depend on the key usage ("the operation must be supported on the KMS
 // key", CreateGrant, Operations; KMS Developer Guide, "Grant operations").
 var (
-	commonGrantOperations = []string{"CreateGrant", "RetireGrant", "DescribeKey"}
+	commonGrantOperations  = []string{"CreateGrant", "RetireGrant", "DescribeKey"}
 	grantOperationsByUsage = map[types.KeyUsageType][]string{
 		types.KeyUsageTypeEncryptDecrypt:    {"Decrypt", "Encrypt", "ReEncryptFrom", "ReEncryptTo", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext", "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext"},
 		types.KeyUsageTypeSignVerify:        {"Sign", "Verify", "GetPublicKey"},
@@ -334,8 +334,8 @@ func (s *Server) createGrant(c *call) (any, error) {
 	}
 	slices.Sort(ops)
 	extra := map[string][]string{
-		"kms:GranteePrincipal":       {*in.GranteePrincipal},
-		"kms:GrantOperations":        ops,
+		"kms:GranteePrincipal":      {*in.GranteePrincipal},
+		"kms:GrantOperations":       ops,
 		"kms:GrantIsForAWSResource": {"false"}, // no AWS service calls devkms
 	}
 	if in.RetiringPrincipal != nil {

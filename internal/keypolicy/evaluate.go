@@ -68,9 +68,9 @@ type StatementResult struct {
 	// statement names the caller's account (and the caller is not the
 	// account's root user): KMS then requires an IAM policy of the caller
 	// to allow the action as well.
-	Delegates bool `json:"delegates,omitempty"`
-	ActionMatched    bool `json:"actionMatched"`
-	ResourceMatched  bool `json:"resourceMatched"`
+	Delegates       bool `json:"delegates,omitempty"`
+	ActionMatched   bool `json:"actionMatched"`
+	ResourceMatched bool `json:"resourceMatched"`
 	// ConditionsMatched is true when every condition holds (or there are
 	// none).
 	ConditionsMatched bool `json:"conditionsMatched"`
