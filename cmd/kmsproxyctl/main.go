@@ -10,7 +10,8 @@
 // Data goes to stdout; errors go to stderr as "kmsproxyctl: error: ..."
 // with an optional "kmsproxyctl: hint: ...". The exit status is 0 on
 // success, 1 on failure (including a denied policy check and a document that
-// does not verify) and 2 on a usage error.
+// does not verify), 2 on a usage error and 3 when policy check can allow a
+// request only if an IAM policy it was not given allows it too.
 package main
 
 import (
@@ -180,7 +181,8 @@ The enclave address comes from --enclave or KMSPROXY_ENCLAVE:
 vsock://CID:PORT (e.g. vsock://16:5000), tcp://HOST:PORT or unix:///path.
 
 Exit status: 0 success, 1 failure (also: policy check DENIED, a document
-that does not verify), 2 usage error.
+that does not verify), 2 usage error, 3 policy check allowed only if an IAM
+policy also allows it.
 `)
 }
 

@@ -190,7 +190,7 @@ func cmdFileMode(ts *testscript.TestScript, neg bool, args []string) {
 
 // Principals and access keys of the devkms that start-devkms runs. The
 // role is the parent instance's (whose credentials kmsproxyd would use);
-// the admin is the account root.
+// the admin is the account root; the operator an administrator.
 const (
 	testAccount     = "111122223333"
 	testRoleARN     = "arn:aws:iam::" + testAccount + ":role/enclave-parent"
@@ -199,26 +199,37 @@ const (
 	testAdminSecret = "admin-secret-0000000000000000000000000001"
 	testRoleKeyID   = "AKIAROLE000000000001"
 	testRoleSecret  = "role-secret-00000000000000000000000000001"
+	// The operator: a session of an administrators' role, whose IAM
+	// policies the scripts give with start-devkms -iam.
+	testOperatorKeyID   = "AKIAOPERATOR00000002"
+	testOperatorSecret  = "operator-secret-000000000000000000000001"
+	testOperatorSession = "arn:aws:sts::" + testAccount + ":assumed-role/admin/alice"
 )
 
 // cmdStartDevKMS starts a devkms for the rest of the script:
 //
-//	start-devkms [-policy FILE] [-trust ROOT.pem]
+//	start-devkms [-policy FILE] [-trust ROOT.pem] [-iam FILE] [-alias NAME]
 //
-// It checks SigV4 with two access keys (ADMIN_KEY_ID/ADMIN_SECRET for the
+// It checks SigV4 with three access keys (ADMIN_KEY_ID/ADMIN_SECRET for the
 // account root, ROLE_KEY_ID/ROLE_SECRET for an assumed-role session of
-// testRoleARN), creates a symmetric key with the given key policy (default:
-// the account root may do anything) and sets DEVKMS_URL, DEVKMS_CA (a PEM
-// file), KEY_ID and the access keys.
+// testRoleARN, OPERATOR_KEY_ID/OPERATOR_SECRET for OPERATOR_ARN, a session
+// of an administrators' role), evaluates the IAM policies of -iam (without
+// it, every principal's IAM policies allow kms:*), creates a symmetric key
+// with the given key policy (default: the account root may do anything)
+// and the -alias aliases, and a second key with the default policy
+// (ATTACKER_KEY_ID), and sets DEVKMS_URL, DEVKMS_CA (a PEM file), KEY_ID,
+// KEY_ARN and the access keys.
 func cmdStartDevKMS(ts *testscript.TestScript, neg bool, args []string) {
 	if neg {
 		ts.Fatalf("unsupported: ! start-devkms")
 	}
-	var policy string
+	const usage = "usage: start-devkms [-policy FILE] [-trust ROOT.pem] [-iam FILE] [-alias NAME]"
+	var policy, iamFile string
+	var aliases []string
 	var roots []*x509.Certificate
 	for len(args) > 0 {
 		if len(args) < 2 {
-			ts.Fatalf("usage: start-devkms [-policy FILE] [-trust ROOT.pem]")
+			ts.Fatalf(usage)
 		}
 		switch args[0] {
 		case "-policy":
@@ -231,28 +242,43 @@ func cmdStartDevKMS(ts *testscript.TestScript, neg bool, args []string) {
 			c, err := x509.ParseCertificate(blk.Bytes)
 			ts.Check(err)
 			roots = append(roots, c)
+		case "-iam":
+			iamFile = ts.MkAbs(args[1])
+		case "-alias":
+			aliases = append(aliases, args[1])
 		default:
-			ts.Fatalf("start-devkms: unknown option %s", args[0])
+			ts.Fatalf("start-devkms: unknown option %s; %s", args[0], usage)
 		}
 		args = args[2:]
 	}
 	t := ts.Value(tbKey{}).(testing.TB)
 	kmsd := devkmstest.Start(t,
 		devkmstest.WithTrustRoots(roots...),
-		devkmstest.WithConfig(func(c *devkms.Config) { c.AccountID = testAccount }),
+		devkmstest.WithConfig(func(c *devkms.Config) {
+			c.AccountID = testAccount
+			c.IAMPoliciesPath = iamFile
+		}),
 		devkmstest.WithCredentials(
 			devkms.Credential{AccessKeyID: testAdminKeyID, SecretAccessKey: testAdminSecret, Principal: "arn:aws:iam::" + testAccount + ":root"},
 			devkms.Credential{AccessKeyID: testRoleKeyID, SecretAccessKey: testRoleSecret, Principal: testSessionARN},
+			devkms.Credential{AccessKeyID: testOperatorKeyID, SecretAccessKey: testOperatorSecret, Principal: testOperatorSession},
 		))
-	keyID := kmsd.CreateKey(t, policy)
+	keyID := kmsd.CreateKeyWith(t, devkms.SeedKey{Policy: policy, Aliases: aliases})
+	// A key the attacker controls (the default key policy: the account,
+	// through IAM), for the attacks that move secrets elsewhere.
+	attackerKey := kmsd.CreateKey(t, "")
 	ts.Setenv("DEVKMS_URL", kmsd.URL)
 	ts.Setenv("DEVKMS_CA", kmsd.CAFile)
 	ts.Setenv("KEY_ID", keyID)
 	ts.Setenv("KEY_ARN", kmsd.KeyARN(keyID))
+	ts.Setenv("ATTACKER_KEY_ID", attackerKey)
 	ts.Setenv("ADMIN_KEY_ID", testAdminKeyID)
 	ts.Setenv("ADMIN_SECRET", testAdminSecret)
 	ts.Setenv("ROLE_KEY_ID", testRoleKeyID)
 	ts.Setenv("ROLE_SECRET", testRoleSecret)
+	ts.Setenv("OPERATOR_KEY_ID", testOperatorKeyID)
+	ts.Setenv("OPERATOR_SECRET", testOperatorSecret)
+	ts.Setenv("OPERATOR_ARN", testOperatorSession)
 	ts.Setenv("ROLE_ARN", testRoleARN)
 	ts.Setenv("SESSION_ARN", testSessionARN)
 }

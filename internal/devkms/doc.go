@@ -11,9 +11,15 @@
 // the kms:RecipientAttestation:* condition keys, and answers with
 // CiphertextForRecipient in the CMS layout AWS KMS emits and no plaintext.
 //
-// Key policies are enforced for every keyed operation (internal/keypolicy);
-// with a credentials file callers are authenticated with SigV4 and mapped to
-// principal ARNs, otherwise every caller is the account root. Keys, aliases
+// Every request is authorized as KMS authorizes it (internal/keypolicy): the
+// key policy, the caller's identity-based (IAM) policies from an IAM
+// policies file, and the key's grants, which devkms implements (CreateGrant,
+// ListGrants, ListRetirableGrants, RetireGrant, RevokeGrant, grant tokens
+// and constraints); alias operations need permission on the alias and on
+// every key they touch. A refusal is logged with the statement or grant and
+// the condition that decided. With a credentials file callers are
+// authenticated with SigV4 and mapped to principal ARNs, otherwise every
+// caller is the account root. Keys, aliases
 // and policies can live in a state file that survives restarts and can be
 // created idempotently from a seed file. Fault injection (latency,
 // ThrottlingException, KMSInternalException) can be set by flag or at run

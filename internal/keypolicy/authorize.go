@@ -327,6 +327,11 @@ func (a Authorization) Reason() string {
 func (a Authorization) reason() string {
 	switch a.Outcome {
 	case OutcomeKeyPolicy:
+		for _, r := range a.KeyPolicy.Statements {
+			if r.Applies && r.Effect == Allow && !r.Delegates {
+				return statementName(r) + " of the key policy allows it"
+			}
+		}
 		return statementName(*firstApplying(a.KeyPolicy, Allow)) + " of the key policy allows it"
 	case OutcomeIAM:
 		who := a.allowingIdentity()

@@ -287,3 +287,16 @@ grant abc (name "ebs"): does not apply
 `
 	diff(t, "Explain", a.Explain(), want)
 }
+
+// TestAuthorizeNamesTheDirectStatement: when a statement for the account
+// and one for the caller both apply, the one for the caller decided.
+func TestAuthorizeNamesTheDirectStatement(t *testing.T) {
+	p := mustParse(t, document(
+		`{"Sid":"Account","Effect":"Allow","Principal":{"AWS":"`+testRoot+`"},"Action":"kms:Encrypt","Resource":"*"}`,
+		`{"Sid":"Role","Effect":"Allow","Principal":{"AWS":"`+testRole+`"},"Action":"kms:Encrypt","Resource":"*"}`,
+	))
+	a := Authorize(Input{KeyPolicy: p, Request: Request{Principal: testSession, Action: "kms:Encrypt", Resource: testKeyARN}})
+	if got, want := a.Summary(), `ALLOWED: statement 1 (Sid "Role") of the key policy allows it`; got != want {
+		t.Errorf("Summary = %q, want %q", got, want)
+	}
+}

@@ -4,5 +4,7 @@
 // kmsproxyd, its environment variable), the reference names no flag that does
 // not exist, and the command lines in the docs' code blocks use only real
 // commands and flags. The flags are read from each binary's -h output, so
-// the test needs nothing from package main.
+// the test needs nothing from package main. The example seed, credentials
+// and IAM policies files of docs/configuration.md are parsed and applied by
+// devkms.
 package docs
