@@ -322,7 +322,7 @@ func TestLockoutSafetyCheck(t *testing.T) {
 	wantAPIError(t, err, "MalformedPolicyDocumentException", "The new key policy will not allow you to update the key policy in the future.")
 	// Allowing the account is not enough for bob, whose IAM allows nothing.
 	bobKey := kmsd.CreateKey(t, `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"`+bobARN+`"},"Action":"kms:*","Resource":"*"}]}`)
-	_, err = kmsd.ClientFor(t, bobKeyID).PutKeyPolicy(ctx, &kms.PutKeyPolicyInput{KeyId: &bobKey, Policy: aws.String(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"`+rootARN+`"},"Action":"kms:*","Resource":"*"}]}`)})
+	_, err = kmsd.ClientFor(t, bobKeyID).PutKeyPolicy(ctx, &kms.PutKeyPolicyInput{KeyId: &bobKey, Policy: aws.String(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"` + rootARN + `"},"Action":"kms:*","Resource":"*"}]}`)})
 	wantAPIError(t, err, "MalformedPolicyDocumentException", "will not allow you to update the key policy")
 
 	// A policy that denies the bypass: only a put that keeps the check.
