@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/enclavekit/kmsproxy/internal/kmsapi"
+	"github.com/enclavekit/kmsproxy/internal/yamlfile"
 )
 
 // Every parser of untrusted input has a fuzz target: it must never panic and
@@ -112,7 +113,36 @@ func FuzzParseSeed(f *testing.F) {
 		"keys: 3\n", "{", "",
 	})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, _ = ParseSeed("seed.yaml", b)
+		if _, err := ParseSeed("seed.yaml", b); err != nil {
+			var ye *yamlfile.Error
+			if !errors.As(err, &ye) {
+				t.Fatalf("error %T %v is not a *yamlfile.Error", err, err)
+			}
+		}
+	})
+}
+
+func FuzzParseIAMPolicies(f *testing.F) {
+	requireSeeds(f, []string{
+		"arn:aws:iam::111122223333:role/admin:\n  - name: a\n    policy: |\n      {\"Version\":\"2012-10-17\",\"Statement\":[{\"Effect\":\"Allow\",\"Action\":\"kms:*\",\"Resource\":\"*\"}]}\n",
+		"arn:aws:iam::111122223333:user/bob: []\n", "arn:aws:iam::111122223333:root: []\n", "- a\n", "",
+	})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := ParseIAMPolicies("iam.yaml", b)
+		if err != nil {
+			var ye *yamlfile.Error
+			if !errors.As(err, &ye) {
+				t.Fatalf("error %T %v is not a *yamlfile.Error", err, err)
+			}
+			return
+		}
+		for principal := range m {
+			if checkIAMPrincipal(principal) != nil {
+				t.Fatalf("accepted principal %q", principal)
+			}
+		}
+		// Whatever parses either builds or is refused with an error.
+		_, _ = newIdentityPolicies(m, true)
 	})
 }
 

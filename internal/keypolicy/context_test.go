@@ -100,3 +100,22 @@ func TestMergeContext(t *testing.T) {
 		t.Error("MergeContext shares value slices with its arguments")
 	}
 }
+
+// TestNitroTPMAttestationContext: a NitroTPM document's PCRs become
+// kms:RecipientAttestation:NitroTPMPCR<n> in lower-case hex, which a
+// condition can test like an enclave's PCRs.
+func TestNitroTPMAttestationContext(t *testing.T) {
+	got := NitroTPMAttestationContext(map[int][]byte{4: {0xAB, 0x01}, 23: {0xff}, -1: {0}})
+	want := map[string][]string{
+		"kms:RecipientAttestation:NitroTPMPCR4":  {"ab01"},
+		"kms:RecipientAttestation:NitroTPMPCR23": {"ff"},
+	}
+	diff(t, "NitroTPMAttestationContext", got, want)
+	p := mustParse(t, document(`{"Effect":"Allow","Principal":{"AWS":"`+testRole+`"},"Action":"kms:Decrypt","Resource":"*","Condition":{"StringEqualsIgnoreCase":{"kms:RecipientAttestation:NitroTPMPCR4":"AB01"}}}`))
+	if d := p.Evaluate(Request{Principal: testRole, Action: "kms:Decrypt", Resource: testKeyARN, Context: got}); !d.Allowed {
+		t.Errorf("NitroTPM PCR condition:\n%s", d.Explain())
+	}
+	if ws := p.Warnings(); len(ws) != 0 {
+		t.Errorf("warnings for a known key: %v", ws)
+	}
+}

@@ -82,7 +82,55 @@ func FuzzParse(f *testing.F) {
 			if (d.AccessDeniedMessage(req) == "") != d.Allowed {
 				t.Fatal("AccessDeniedMessage disagrees with Allowed")
 			}
+			a := Authorize(Input{Request: req, KeyPolicy: p, IdentityKnown: true,
+				Grants: []Grant{{ID: "g", GranteePrincipal: req.Principal, Operations: []string{"Decrypt"}, EncryptionContextSubset: map[string]string{"tenant": "blue"}}},
+				ConstraintsApply: true})
+			if a.Allowed && (a.Outcome == OutcomeDenyKeyPolicy || a.Outcome == OutcomeImplicitDeny) {
+				t.Fatalf("allowed with outcome %s", a.Outcome)
+			}
+			if d.ExplicitDeny && a.Allowed {
+				t.Fatal("a key policy Deny did not win")
+			}
+			if (a.AccessDeniedMessage() == "") != (a.Allowed || a.Conditional) || a.Explain() == "" || a.Summary() == "" {
+				t.Fatalf("inconsistent authorization: %+v", a)
+			}
 		}
+		for _, w := range p.Warnings() {
+			if w.Message == "" {
+				t.Fatal("empty warning")
+			}
+		}
+	})
+}
+
+// FuzzParseIdentity checks ParseIdentity as FuzzParse checks Parse: no
+// panic, typed errors, no principal in what it accepts.
+func FuzzParseIdentity(f *testing.F) {
+	seeds := append([]string{
+		`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"kms:*","Resource":"*"}]}`,
+		`{"Version":"2012-10-17","Statement":{"Effect":"Deny","NotAction":["kms:Describe*","s3:*"],"NotResource":"arn:aws:kms:*:*:key/*","Condition":{"Bool":{"aws:SecureTransport":"false"}}}}`,
+	}, seedDocuments...)
+	for _, s := range seeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		p, err := ParseIdentity(doc)
+		if err != nil {
+			var pe *ParseError
+			if !errors.As(err, &pe) || !strings.HasPrefix(err.Error(), "keypolicy: ") {
+				t.Fatalf("error %T %v is not a *ParseError", err, err)
+			}
+			return
+		}
+		if !p.Identity {
+			t.Fatal("an identity-based policy not marked so")
+		}
+		for _, s := range p.Statements {
+			if s.Principal != nil || s.NotPrincipal != nil || (s.Resource == nil && s.NotResource == nil) {
+				t.Fatalf("accepted a statement with a principal or without a resource: %+v", s)
+			}
+		}
+		p.Warnings()
 	})
 }
 
