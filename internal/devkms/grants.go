@@ -98,7 +98,9 @@ var (
 		types.KeyUsageTypeGenerateVerifyMac: {"GenerateMac", "VerifyMac"},
 		types.KeyUsageTypeKeyAgreement:      {"DeriveSharedSecret", "GetPublicKey"},
 	}
-	// asymmetricEncryptOnly: GenerateDataKey* take only symmetric keys.
+	// symmetricOnlyOperations take only symmetric encryption keys, not an
+	// RSA key with ENCRYPT_DECRYPT (GenerateDataKey API reference: "You
+	// must use a symmetric encryption KMS key").
 	symmetricOnlyOperations = []string{"GenerateDataKey", "GenerateDataKeyWithoutPlaintext", "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext"}
 )
 
