@@ -90,3 +90,38 @@ func ExampleDecision_Explain() {
 	//   resource:  matches
 	//   condition StringEqualsIgnoreCase kms:RecipientAttestation:ImageSha384: FAILED: request value "ff" does not match policy value "010203"
 }
+
+// Authorize combines the key policy with the caller's IAM policies: a
+// statement for the account only delegates to them, and an explicit Deny
+// anywhere wins.
+func ExampleAuthorize() {
+	key, err := keypolicy.Parse([]byte(`{"Version": "2012-10-17", "Statement": [
+	  {"Sid": "Account", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111122223333:root"}, "Action": "kms:*", "Resource": "*"},
+	  {"Sid": "NoDecrypt", "Effect": "Deny", "Principal": "*", "Action": "kms:Decrypt", "Resource": "*"}]}`))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	admin, err := keypolicy.ParseIdentity([]byte(`{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}`))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, action := range []string{"kms:DescribeKey", "kms:Decrypt"} {
+		req := keypolicy.Request{
+			Principal: "arn:aws:sts::111122223333:assumed-role/admin/alice",
+			Action:    action,
+			Resource:  "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+		}
+		// Without the caller's IAM policies: conditional.
+		fmt.Println(keypolicy.Authorize(keypolicy.Input{Request: req, KeyPolicy: key}).Summary())
+		// With them.
+		fmt.Println(keypolicy.Authorize(keypolicy.Input{Request: req, KeyPolicy: key, IdentityKnown: true,
+			Identity: []keypolicy.IdentityPolicy{{Name: "admin", Policy: admin}}}).Summary())
+	}
+	// Output:
+	// ALLOWED only if an IAM policy also allows it: statement 0 (Sid "Account") of the key policy allows the caller's account, which delegates the decision to the caller's identity-based (IAM) policies
+	// ALLOWED: statement 0 (Sid "Account") of the key policy delegates to IAM, and statement 0 of the identity-based policy "admin" allows it
+	// DENIED (explicit deny): statement 1 (Sid "NoDecrypt") of the key policy denies it
+	// DENIED (explicit deny): statement 1 (Sid "NoDecrypt") of the key policy denies it
+}
