@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -501,7 +502,7 @@ go to stderr.`,
 	)
 	f.StringVar(&policyFile, "key-policy", "", "key policy JSON `FILE`")
 	f.StringVar(&measurements, "measurements", "", "nitro-cli measurements JSON `FILE`: the PCRs of the request's attestation")
-	f.StringVar(&docFile, "document", "", "attestation document `FILE` (CBOR or base64) whose PCRs the request carries")
+	f.StringVar(&docFile, "document", "", "attestation document `FILE` (CBOR or base64) whose PCRs the request carries: an enclave's, or an instance's NitroTPM's")
 	f.BoolVar(&unattested, "unattested", false, "the request carries no attestation (a direct call)")
 	f.Var(&extraPCRs, "pcr", "add or override a PCR of the attestation, `N=HEX` (repeatable; e.g. PCR3/PCR4, which depend on the instance)")
 	f.BoolVar(&verify, "verify", false, "verify --document first (against --root, or the AWS Nitro root)")
@@ -582,23 +583,39 @@ go to stderr.`,
 		identity = append(identity, keypolicy.IdentityPolicy{Name: file, Policy: ip})
 	}
 
-	var pcrs map[int][]byte
+	// pcrs are an enclave's (kms:RecipientAttestation:PCR<n>), tpmPCRs an
+	// EC2 instance's NitroTPM's (kms:RecipientAttestation:NitroTPMPCR<n>):
+	// a document is of one kind or the other.
+	var pcrs, tpmPCRs map[int][]byte
 	switch {
 	case measurements != "":
 		if pcrs, err = loadMeasurements(measurements); err != nil {
 			return err
 		}
 	case docFile != "":
-		if pcrs, err = documentPCRs(e, docFile, verify || len(roots) > 0, roots, &at); err != nil {
+		doc, err := checkDocument(e, docFile, verify || len(roots) > 0, roots, &at)
+		if err != nil {
 			return err
+		}
+		if doc.Kind == attestation.KindNitroTPM {
+			tpmPCRs = maps.Clone(doc.NitroTPMPCRs)
+		} else {
+			pcrs = maps.Clone(doc.PCRs)
 		}
 	}
 	if len(overrides) > 0 {
-		if pcrs == nil {
-			pcrs = map[int][]byte{}
+		target := &pcrs
+		if tpmPCRs != nil {
+			target = &tpmPCRs
+		}
+		if *target == nil {
+			*target = map[int][]byte{}
 		}
 		for _, o := range overrides {
-			pcrs[o.index] = o.value
+			if tpmPCRs == nil && o.index >= attestation.PCRCount {
+				return f.usageError("--pcr %d: an enclave's attestation has PCR0 to PCR%d", o.index, attestation.PCRCount-1)
+			}
+			(*target)[o.index] = o.value
 		}
 	}
 
@@ -608,6 +625,9 @@ go to stderr.`,
 	reqCtx := keypolicy.MergeContext(keypolicy.CallerContext(principal), keypolicy.EncryptionContext(ec))
 	if pcrs != nil {
 		reqCtx = keypolicy.MergeContext(reqCtx, keypolicy.AttestationContext(pcrs))
+	}
+	if tpmPCRs != nil {
+		reqCtx = keypolicy.MergeContext(reqCtx, keypolicy.NitroTPMAttestationContext(tpmPCRs))
 	}
 	for k, v := range extraContext {
 		reqCtx = keypolicy.MergeContext(reqCtx, map[string][]string{k: {v}})
@@ -669,9 +689,9 @@ func loadPolicyFile(e *env, flag, path string, identity bool) (*keypolicy.Policy
 	return p, nil
 }
 
-// documentPCRs reads an attestation document for policy check and returns
-// its PCRs, after verifying it when asked.
-func documentPCRs(e *env, path string, verify bool, rootFiles []string, at *atFlag) (map[int][]byte, error) {
+// checkDocument reads an attestation document for policy check, after
+// verifying it when asked.
+func checkDocument(e *env, path string, verify bool, rootFiles []string, at *atFlag) (*attestation.Document, error) {
 	b, err := readDocument(e, path)
 	if err != nil {
 		return nil, err
@@ -689,7 +709,7 @@ func documentPCRs(e *env, path string, verify bool, rootFiles []string, at *atFl
 			return nil, withHint(fmt.Errorf("--document does not verify: %w", err), "%s", verifyHint(err, len(rootFiles) > 0))
 		}
 	}
-	return doc.PCRs, nil
+	return doc, nil
 }
 
 // defaultKeyARN is the key a policy check asks about when --key-arn is not
