@@ -83,7 +83,7 @@ func FuzzParse(f *testing.F) {
 				t.Fatal("AccessDeniedMessage disagrees with Allowed")
 			}
 			a := Authorize(Input{Request: req, KeyPolicy: p, IdentityKnown: true,
-				Grants: []Grant{{ID: "g", GranteePrincipal: req.Principal, Operations: []string{"Decrypt"}, EncryptionContextSubset: map[string]string{"tenant": "blue"}}},
+				Grants:           []Grant{{ID: "g", GranteePrincipal: req.Principal, Operations: []string{"Decrypt"}, EncryptionContextSubset: map[string]string{"tenant": "blue"}}},
 				ConstraintsApply: true})
 			if a.Allowed && (a.Outcome == OutcomeDenyKeyPolicy || a.Outcome == OutcomeImplicitDeny) {
 				t.Fatalf("allowed with outcome %s", a.Outcome)
