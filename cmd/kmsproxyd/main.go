@@ -113,8 +113,8 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, start time.Time) 
 			return err
 		}
 	}
-	if pol.IsDefault() {
-		log.Warn(pol.DefaultWarning())
+	for _, w := range pol.Warnings() {
+		log.Warn(w)
 	}
 
 	attester, closeAttester, err := openAttester(cfg)
@@ -228,8 +228,8 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, start time.Time) 
 			return fmt.Errorf("failed to listen on %s (--listen-%s): %w", l.addr, l.name, err)
 		}
 		listeners = append(listeners, &listener{
-			name: l.name, addr: l.addr, ln: ln,
-			http: srv.HTTPServer(srv.Handler(l.name), log),
+			name: l.name, addr: l.addr, ln: srv.LimitListener(l.name, ln),
+			http: srv.HTTPServer(l.name, log),
 		})
 	}
 

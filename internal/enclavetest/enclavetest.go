@@ -277,11 +277,11 @@ func Start(t testing.TB, opts Options) *Env {
 	e.ParentAddr = "unix://" + parentLn.Addr().String()
 	e.LocalAddr = "tcp://" + localLn.Addr().String()
 	servers := []*http.Server{
-		srv.HTTPServer(srv.Handler(policy.ListenerParent), log),
-		srv.HTTPServer(srv.Handler(policy.ListenerLocal), log),
+		srv.HTTPServer(policy.ListenerParent, log),
+		srv.HTTPServer(policy.ListenerLocal, log),
 	}
 	var wg sync.WaitGroup
-	for i, ln := range []net.Listener{parentLn, localLn} {
+	for i, ln := range []net.Listener{srv.LimitListener(policy.ListenerParent, parentLn), srv.LimitListener(policy.ListenerLocal, localLn)} {
 		wg.Go(func() { _ = servers[i].Serve(ln) })
 	}
 	wg.Go(func() { mgr.Run(ctx) })

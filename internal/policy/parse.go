@@ -96,7 +96,7 @@ func Parse(data []byte, filename string) (*Policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	listeners, err := p.top(root)
+	pin, listeners, err := p.top(root)
 	if err != nil {
 		return nil, err
 	}
@@ -104,13 +104,21 @@ func Parse(data []byte, filename string) (*Policy, error) {
 		if _, ok := listeners[name]; !ok {
 			listeners[name] = denyAll(name)
 		}
+		listeners[name].pin = pin
 	}
 	sum := sha256.Sum256(data)
-	return &Policy{listeners: listeners, source: filename, sha256: hex.EncodeToString(sum[:])}, nil
+	return &Policy{listeners: listeners, source: filename, sha256: hex.EncodeToString(sum[:]), kms: pin}, nil
 }
 
+// topFields are the fields the top level of a policy may hold.
+var topFields = []string{"kms", "listeners"}
+
+// kmsFields are the fields the kms: section may hold.
+var kmsFields = []string{"accounts", "regions"}
+
 // listenerFields are the fields a listener's mapping may hold.
-var listenerFields = []string{"operations", "keys", "encryption_context", "plaintext", "credentials_push", "control"}
+var listenerFields = []string{"operations", "keys", "encryption_context", "without_encryption_context", "plaintext",
+	"credentials_push", "control", "max_inflight", "max_connections", "metrics_all_listeners"}
 
 type parser struct {
 	filename string
@@ -202,37 +210,114 @@ func (p *parser) document(data []byte) (*yaml.Node, error) {
 	return doc.Content[0], nil
 }
 
-// top checks the root mapping and returns the rules of each listener it
-// configures.
-func (p *parser) top(root *yaml.Node) (map[string]*Rules, error) {
+// top checks the root mapping and returns its kms: section (empty when
+// absent) and the rules of each listener it configures.
+func (p *parser) top(root *yaml.Node) (*Pin, map[string]*Rules, error) {
 	pairs, err := p.mapping(root, "", "a policy must be a mapping with a listeners key")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var listenersNode *yaml.Node
+	pin := &Pin{}
 	for _, kv := range pairs {
-		if kv.name != "listeners" {
-			return nil, p.errorAt(kv.key, "", "unknown field %s%s; the top level holds only listeners", echo(kv.name), suggest.DidYouMean(kv.name, []string{"listeners"}))
+		switch kv.name {
+		case "listeners":
+			listenersNode = kv.value
+		case "kms":
+			if pin, err = p.kms(kv.value, "kms"); err != nil {
+				return nil, nil, err
+			}
+		default:
+			return nil, nil, p.errorAt(kv.key, "", "unknown field %s%s; the top level holds only kms and listeners", echo(kv.name), suggest.DidYouMean(kv.name, topFields))
 		}
-		listenersNode = kv.value
 	}
 	if listenersNode == nil {
-		return nil, p.errorAt(root, "", "missing listeners: a policy says what each listener (parent, local) may do")
+		return nil, nil, p.errorAt(root, "", "missing listeners: a policy says what each listener (parent, local) may do")
 	}
 	pairs, err = p.mapping(listenersNode, "listeners", "")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out := make(map[string]*Rules, len(Listeners))
 	for _, kv := range pairs {
 		if !slices.Contains(Listeners, kv.name) {
-			return nil, p.errorAt(kv.key, "listeners", "unknown listener %s%s; the listeners are %s", echo(kv.name), suggest.DidYouMean(kv.name, Listeners), strings.Join(Listeners, " and "))
+			return nil, nil, p.errorAt(kv.key, "listeners", "unknown listener %s%s; the listeners are %s", echo(kv.name), suggest.DidYouMean(kv.name, Listeners), strings.Join(Listeners, " and "))
 		}
 		r, err := p.listener(kv.value, "listeners."+kv.name, kv.name)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		out[kv.name] = r
+	}
+	return pin, out, nil
+}
+
+// position renders where n is, as "FILE:LINE:COLUMN".
+func (p *parser) position(n *yaml.Node) string {
+	e := &ParseError{Filename: p.filename, Line: n.Line, Column: n.Column}
+	return strings.TrimSuffix(e.Error(), ": ")
+}
+
+// kms parses the kms: section.
+func (p *parser) kms(n *yaml.Node, path string) (*Pin, error) {
+	pairs, err := p.mapping(n, path, "must be a mapping with accounts (and optionally regions)")
+	if err != nil {
+		return nil, err
+	}
+	if len(pairs) == 0 {
+		return nil, p.errorAt(n, path, "empty: list the accounts whose keys kmsproxyd may use under accounts, or omit kms")
+	}
+	pin := &Pin{}
+	for _, kv := range pairs {
+		fpath := path + "." + kv.name
+		switch kv.name {
+		case "accounts":
+			pin.Accounts, err = p.pinList(kv.value, fpath, "account", accountPattern,
+				`an AWS account ID is 12 digits, quoted: "111122223333"`)
+			pin.accountsAt = p.position(kv.value)
+		case "regions":
+			pin.Regions, err = p.pinList(kv.value, fpath, "region", regionPattern,
+				"a region name looks like eu-west-1 or us-gov-west-1")
+			pin.regionsAt = p.position(kv.value)
+		default:
+			err = p.errorAt(kv.key, path, "unknown field %s%s; kms holds accounts and regions", echo(kv.name), suggest.DidYouMean(kv.name, kmsFields))
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return pin, nil
+}
+
+// pinList parses kms.accounts or kms.regions: a non-empty list of distinct
+// strings, each matching pattern.
+func (p *parser) pinList(n *yaml.Node, path, what string, pattern *regexp.Regexp, form string) ([]string, error) {
+	items, err := p.sequence(n, path)
+	if err != nil {
+		return nil, err
+	}
+	if len(items) == 0 {
+		return nil, p.errorAt(n, path, "empty list: list at least one %s, or omit the field", what)
+	}
+	out := make([]string, 0, len(items))
+	seen := make(map[string]int, len(items))
+	for i, item := range items {
+		ipath := fmt.Sprintf("%s[%d]", path, i)
+		s, err := p.str(item, ipath)
+		if err != nil {
+			return nil, err
+		}
+		if hasWildcard(s) {
+			return nil, p.errorAt(item, ipath, "%s %s: wildcards are not allowed here, since a pattern would pin nothing; list each %s", what, echo(s), what)
+		}
+		if !pattern.MatchString(s) {
+			return nil, p.errorAt(item, ipath, "%s %s is malformed: %s", what, echo(s), form)
+		}
+		if line, dup := seen[s]; dup {
+			return nil, p.errorAt(item, ipath, "%s %s is listed twice (first at line %d)", what, s, line)
+		}
+		seen[s] = item.Line
+		out = append(out, s)
 	}
 	return out, nil
 }
@@ -246,6 +331,7 @@ func (p *parser) listener(n *yaml.Node, path, name string) (*Rules, error) {
 	}
 	r := &Rules{listener: name, Operations: []string{}, Control: slices.Clone(defaultControl)}
 	var opNodes []*yaml.Node
+	var withoutECKey *yaml.Node
 	plaintextSet := false
 	for _, kv := range pairs {
 		fpath := path + "." + kv.name
@@ -263,11 +349,33 @@ func (p *parser) listener(n *yaml.Node, path, name string) (*Rules, error) {
 			r.CredentialsPush, err = p.boolean(kv.value, fpath)
 		case "control":
 			r.Control, _, err = p.names(kv.value, fpath, "control endpoint", ControlEndpoints)
+		case "without_encryption_context":
+			r.WithoutEncryptionContext, _, err = p.names(kv.value, fpath, "operation without encryption context", contextFreeOperations)
+			withoutECKey = kv.key
+		case "max_inflight":
+			r.MaxInflight, err = p.limit(kv.value, fpath, MaxInflightLimit)
+		case "max_connections":
+			r.MaxConnections, err = p.limit(kv.value, fpath, MaxConnectionsLimit)
+		case "metrics_all_listeners":
+			r.MetricsAllListeners, err = p.boolean(kv.value, fpath)
 		default:
 			err = p.errorAt(kv.key, path, "unknown field %s%s; a listener's fields are %s", echo(kv.name), suggest.DidYouMean(kv.name, listenerFields), strings.Join(listenerFields, ", "))
 		}
 		if err != nil {
 			return nil, err
+		}
+	}
+	if withoutECKey != nil && len(r.EncryptionContext) == 0 {
+		return nil, p.errorAt(withoutECKey, path+".without_encryption_context",
+			"means nothing without encryption_context, which this listener does not set: remove it")
+	}
+	if len(r.EncryptionContext) > 0 {
+		for i, op := range r.Operations {
+			if op != Wildcard && !slices.Contains(ContextOperations, op) && !r.contextFreeAllowed(op) {
+				return nil, p.errorAt(opNodes[i], fmt.Sprintf("%s.operations[%d]", path, i),
+					"%s carries no encryption context but this listener requires one (encryption_context), so it would always be refused: "+
+						"add it to without_encryption_context to allow it without one, or remove %s", op, op)
+			}
 		}
 	}
 	if !r.Plaintext {
@@ -412,6 +520,18 @@ func (p *parser) names(n *yaml.Node, path, what string, known []string) ([]strin
 		out = append(out, s)
 	}
 	return out, items, nil
+}
+
+// limit parses a positive integer of at most max.
+func (p *parser) limit(n *yaml.Node, path string, max int) (int, error) {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
+		return 0, p.errorAt(n, path, "must be a whole number from 1 to %d, got %s", max, describe(n))
+	}
+	v, err := strconv.Atoi(n.Value)
+	if err != nil || v < 1 || v > max {
+		return 0, p.errorAt(n, path, "must be a whole number from 1 to %d, got %s", max, describe(n))
+	}
+	return v, nil
 }
 
 // keyPatterns parses the keys list.

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -26,8 +27,9 @@ func mustParse(t testing.TB, text string) *Policy {
 	return p
 }
 
-// rulesOpts compares Rules including the listener name and absent mark.
-var rulesOpts = cmp.AllowUnexported(Rules{})
+// rulesOpts compares Rules including the listener name and absent mark;
+// the kms: section they share is compared on its own.
+var rulesOpts = cmp.Options{cmp.AllowUnexported(Rules{}), cmpopts.IgnoreFields(Rules{}, "pin")}
 
 // parseErrorTests are invalid policies and the error each gives; FuzzParse
 // uses their texts as seeds.
@@ -105,12 +107,12 @@ var parseErrorTests = []struct {
 	{
 		name: "unknown top-level field",
 		text: "listener:\n  parent: {}\n",
-		want: `policy.yaml:1:1: unknown field "listener" (did you mean "listeners"?); the top level holds only listeners`,
+		want: `policy.yaml:1:1: unknown field "listener" (did you mean "listeners"?); the top level holds only kms and listeners`,
 	},
 	{
 		name: "unknown top-level field without suggestion",
 		text: "listeners: {}\nversion: 2\n",
-		want: `policy.yaml:2:1: unknown field "version"; the top level holds only listeners`,
+		want: `policy.yaml:2:1: unknown field "version"; the top level holds only kms and listeners`,
 	},
 	{
 		name: "missing listeners",
@@ -161,13 +163,13 @@ var parseErrorTests = []struct {
 		name: "unknown listener field",
 		text: "listeners:\n  parent:\n    operation: [Encrypt]\n",
 		want: `policy.yaml:3:5: listeners.parent: unknown field "operation" (did you mean "operations"?); ` +
-			`a listener's fields are operations, keys, encryption_context, plaintext, credentials_push, control`,
+			`a listener's fields are operations, keys, encryption_context, without_encryption_context, plaintext, credentials_push, control, max_inflight, max_connections, metrics_all_listeners`,
 	},
 	{
 		name: "camel-case field",
 		text: "listeners:\n  parent:\n    encryptionContext: {tenant: \"*\"}\n",
 		want: `policy.yaml:3:5: listeners.parent: unknown field "encryptionContext" (did you mean "encryption_context"?); ` +
-			`a listener's fields are operations, keys, encryption_context, plaintext, credentials_push, control`,
+			`a listener's fields are operations, keys, encryption_context, without_encryption_context, plaintext, credentials_push, control, max_inflight, max_connections, metrics_all_listeners`,
 	},
 	{
 		name: "non-string key",
@@ -410,6 +412,108 @@ var parseErrorTests = []struct {
 		text: "# nothing here\n\n# yet\n",
 		want: `policy.yaml: file is empty: a policy is a mapping with a listeners key`,
 	},
+	{
+		name: "account unquoted",
+		text: "kms:\n  accounts: [111122223333]\nlisteners: {}\n",
+		want: `policy.yaml:2:14: kms.accounts[0]: must be a string, got int 111122223333 (quote it for the string: "111122223333")`,
+	},
+	{
+		name: "account with a leading zero unquoted",
+		text: "kms:\n  accounts:\n    - 012345678901\nlisteners: {}\n",
+		want: `policy.yaml:3:7: kms.accounts[0]: must be a string, got float 012345678901 (quote it for the string: "012345678901")`,
+	},
+	{
+		name: "account too short",
+		text: "kms:\n  accounts: [\"11112222333\"]\nlisteners: {}\n",
+		want: `policy.yaml:2:14: kms.accounts[0]: account "11112222333" is malformed: an AWS account ID is 12 digits, quoted: "111122223333"`,
+	},
+	{
+		name: "account pattern",
+		text: "kms:\n  accounts: [\"1111222233*\"]\nlisteners: {}\n",
+		want: `policy.yaml:2:14: kms.accounts[0]: account "1111222233*": wildcards are not allowed here, since a pattern would pin nothing; list each account`,
+	},
+	{
+		name: "account listed twice",
+		text: "kms:\n  accounts:\n    - \"111122223333\"\n    - \"111122223333\"\nlisteners: {}\n",
+		want: `policy.yaml:4:7: kms.accounts[1]: account 111122223333 is listed twice (first at line 3)`,
+	},
+	{
+		name: "accounts empty",
+		text: "kms:\n  accounts: []\nlisteners: {}\n",
+		want: `policy.yaml:2:13: kms.accounts: empty list: list at least one account, or omit the field`,
+	},
+	{
+		name: "accounts not a list",
+		text: "kms:\n  accounts: \"111122223333\"\nlisteners: {}\n",
+		want: `policy.yaml:2:13: kms.accounts: must be a list, got the string "111122223333"`,
+	},
+	{
+		name: "kms empty",
+		text: "kms: {}\nlisteners: {}\n",
+		want: `policy.yaml:1:6: kms: empty: list the accounts whose keys kmsproxyd may use under accounts, or omit kms`,
+	},
+	{
+		name: "kms not a mapping",
+		text: "kms: [\"111122223333\"]\nlisteners: {}\n",
+		want: `policy.yaml:1:6: kms: must be a mapping with accounts (and optionally regions), got a list`,
+	},
+	{
+		name: "kms unknown field",
+		text: "kms:\n  account: [\"111122223333\"]\nlisteners: {}\n",
+		want: `policy.yaml:2:3: kms: unknown field "account" (did you mean "accounts"?); kms holds accounts and regions`,
+	},
+	{
+		name: "kms misspelt at the top",
+		text: "kmss:\n  accounts: [\"111122223333\"]\nlisteners: {}\n",
+		want: `policy.yaml:1:1: unknown field "kmss" (did you mean "kms"?); the top level holds only kms and listeners`,
+	},
+	{
+		name: "region malformed",
+		text: "kms:\n  accounts: [\"111122223333\"]\n  regions: [eu-west1]\nlisteners: {}\n",
+		want: `policy.yaml:3:13: kms.regions[0]: region "eu-west1" is malformed: a region name looks like eu-west-1 or us-gov-west-1`,
+	},
+	{
+		name: "region in capitals",
+		text: "kms:\n  regions: [EU-WEST-1]\nlisteners: {}\n",
+		want: `policy.yaml:2:13: kms.regions[0]: region "EU-WEST-1" is malformed: a region name looks like eu-west-1 or us-gov-west-1`,
+	},
+	{
+		name: "context-free operation on a listener that requires a context",
+		text: "listeners:\n  parent:\n    operations: [Decrypt, GenerateRandom]\n    plaintext: true\n    encryption_context: {tenant: \"*\"}\n",
+		want: `policy.yaml:3:27: listeners.parent.operations[1]: GenerateRandom carries no encryption context but this listener requires one ` +
+			`(encryption_context), so it would always be refused: add it to without_encryption_context to allow it without one, or remove GenerateRandom`,
+	},
+	{
+		name: "without_encryption_context without encryption_context",
+		text: "listeners:\n  parent:\n    operations: [Sign]\n    without_encryption_context: [Sign]\n",
+		want: `policy.yaml:4:5: listeners.parent.without_encryption_context: means nothing without encryption_context, which this listener does not set: remove it`,
+	},
+	{
+		name: "without_encryption_context names an operation that carries one",
+		text: "listeners:\n  parent:\n    operations: [\"*\"]\n    encryption_context: {tenant: \"*\"}\n    without_encryption_context: [Decrypt]\n",
+		want: `policy.yaml:5:34: listeners.parent.without_encryption_context[0]: unknown operation without encryption context "Decrypt"; ` +
+			`known names are GenerateRandom, DeriveSharedSecret, DescribeKey, GetPublicKey, Sign, Verify, GenerateMac, VerifyMac, or "*" for all`,
+	},
+	{
+		name: "max_inflight zero",
+		text: "listeners:\n  parent:\n    max_inflight: 0\n",
+		want: `policy.yaml:3:19: listeners.parent.max_inflight: must be a whole number from 1 to 4096, got int 0`,
+	},
+	{
+		name: "max_connections over the limit",
+		text: "listeners:\n  parent:\n    max_connections: 4097\n",
+		want: `policy.yaml:3:22: listeners.parent.max_connections: must be a whole number from 1 to 4096, got int 4097`,
+	},
+	{
+		name: "max_connections a string",
+		text: "listeners:\n  parent:\n    max_connections: \"64\"\n",
+		want: `policy.yaml:3:22: listeners.parent.max_connections: must be a whole number from 1 to 4096, got the string "64"`,
+	},
+	{
+		name: "metrics_all_listeners not a boolean",
+		text: "listeners:\n  parent:\n    metrics_all_listeners: yes\n",
+		want: `policy.yaml:3:28: listeners.parent.metrics_all_listeners: must be true or false, got the string "yes"`,
+	},
 }
 
 func TestParseErrors(t *testing.T) {
@@ -501,18 +605,26 @@ func TestParseFileDefaults(t *testing.T) {
     operations: [Decrypt, GenerateRandom, Sign]
     keys: ["arn:aws:kms:*:111122223333:key/*", "alias/app-*", "mrk-*", "1234abcd-*", "*:alias/x"]
     encryption_context: {tenant: "acme-*", "aws:ebs:id": "*"}
+    without_encryption_context: [GenerateRandom, Sign]
     plaintext: True
     credentials_push: TRUE
     control: [metrics]
+    max_inflight: 16
+    max_connections: 4096
+    metrics_all_listeners: true
 `,
 			parent: &Rules{
-				Operations:        []string{"Decrypt", "GenerateRandom", "Sign"},
-				Keys:              []string{"arn:aws:kms:*:111122223333:key/*", "alias/app-*", "mrk-*", "1234abcd-*", "*:alias/x"},
-				EncryptionContext: map[string]string{"tenant": "acme-*", "aws:ebs:id": "*"},
-				Plaintext:         true,
-				CredentialsPush:   true,
-				Control:           []string{"metrics"},
-				listener:          "parent",
+				Operations:               []string{"Decrypt", "GenerateRandom", "Sign"},
+				Keys:                     []string{"arn:aws:kms:*:111122223333:key/*", "alias/app-*", "mrk-*", "1234abcd-*", "*:alias/x"},
+				EncryptionContext:        map[string]string{"tenant": "acme-*", "aws:ebs:id": "*"},
+				WithoutEncryptionContext: []string{"GenerateRandom", "Sign"},
+				Plaintext:                true,
+				CredentialsPush:          true,
+				Control:                  []string{"metrics"},
+				MaxInflight:              16,
+				MaxConnections:           4096,
+				MetricsAllListeners:      true,
+				listener:                 "parent",
 			},
 			local: &Rules{Operations: []string{}, Control: []string{"healthz", "readyz"}, listener: "local", absent: true},
 		},
@@ -547,7 +659,7 @@ func TestDefault(t *testing.T) {
 	all := []string{"healthz", "readyz", "metrics", "info", "attestation"}
 	want := map[string]*Rules{
 		ListenerParent: {Operations: []string{"*"}, Plaintext: true, CredentialsPush: true, Control: all, listener: "parent"},
-		ListenerLocal:  {Operations: []string{"*"}, Plaintext: true, Control: all, listener: "local"},
+		ListenerLocal:  {Operations: []string{"*"}, Plaintext: true, Control: all, MetricsAllListeners: true, listener: "local"},
 	}
 	for name, w := range want {
 		if diff := cmp.Diff(w, p.Rules(name), rulesOpts); diff != "" {
@@ -780,6 +892,7 @@ func TestMarshalRoundTrip(t *testing.T) {
 		{"example", mustParse(t, string(example))},
 		{"absent listeners", mustParse(t, "listeners: {}\n")},
 		{"odd context keys", mustParse(t, "listeners:\n  parent:\n    encryption_context: {\"aws:ebs:id\": \"vol-*\", \"a b\": \"*\"}\n")},
+		{"pinned, with limits", mustParse(t, pinned)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -799,6 +912,9 @@ func TestMarshalRoundTrip(t *testing.T) {
 				if diff := cmp.Diff(want, got, rulesOpts); diff != "" {
 					t.Errorf("%s rules after a round trip (-want +got):\n%s\n%s", name, diff, out)
 				}
+			}
+			if diff := cmp.Diff(tt.p.KMS(), again.KMS(), cmpopts.IgnoreUnexported(Pin{})); diff != "" {
+				t.Errorf("kms after a round trip (-want +got):\n%s\n%s", diff, out)
 			}
 		})
 	}
@@ -822,7 +938,7 @@ func TestSummary(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantDefault := `{"source":"built-in default","default":true,"listeners":{` +
-		`"local":{"operations":["*"],"plaintext":true,"credentials_push":false,"control":["healthz","readyz","metrics","info","attestation"]},` +
+		`"local":{"operations":["*"],"plaintext":true,"credentials_push":false,"control":["healthz","readyz","metrics","info","attestation"],"metrics_all_listeners":true},` +
 		`"parent":{"operations":["*"],"plaintext":true,"credentials_push":true,"control":["healthz","readyz","metrics","info","attestation"]}}}`
 	if string(d) != wantDefault {
 		t.Errorf("default Summary JSON\n got: %s\nwant: %s", d, wantDefault)

@@ -38,6 +38,36 @@ var ControlEndpoints = []string{"healthz", "readyz", "metrics", "info", "attesta
 // control: liveness and readiness only, which tell nothing about keys.
 var defaultControl = []string{"healthz", "readyz"}
 
+// ContextOperations are the operations whose request carries an
+// encryption context (EncryptionContext, or for ReEncrypt
+// SourceEncryptionContext and DestinationEncryptionContext; KMS API
+// reference of each operation). A listener's encryption_context rule is
+// checked on them; every other operation carries none, and a listener with
+// that rule refuses it unless without_encryption_context names it.
+var ContextOperations = []string{"Encrypt", "Decrypt", "ReEncrypt", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext", "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext"}
+
+// contextFreeOperations are the operations that carry no encryption
+// context: the names without_encryption_context may list.
+var contextFreeOperations = slices.DeleteFunc(slices.Concat(AttestedOperations, PassThroughOperations),
+	func(op string) bool { return slices.Contains(ContextOperations, op) })
+
+// Per-listener connection and request limits.
+const (
+	// DefaultMaxConnections is a listener's open-connection limit when the
+	// policy sets no max_connections. kmsproxyd takes up about 23 KiB per
+	// open connection (3,000 idle ones took it from 29 to 97 MB) and reads
+	// up to a 64 KiB body on each, so 256 connections hold at most about
+	// 22 MiB; 256 is also the default in-flight budget (--max-inflight),
+	// and HTTP/1.1 serves one request per connection at a time.
+	DefaultMaxConnections = 256
+	// MaxConnectionsLimit bounds max_connections: 4096 connections may hold
+	// about 350 MiB (see DefaultMaxConnections), more than a typical
+	// enclave's memory.
+	MaxConnectionsLimit = 4096
+	// MaxInflightLimit bounds max_inflight, for the same reason.
+	MaxInflightLimit = 4096
+)
+
 // Wildcard, as the only element of operations or control, allows every
 // operation or endpoint.
 const Wildcard = "*"
@@ -64,6 +94,8 @@ type Policy struct {
 	sha256 string
 	// isDefault marks the built-in default.
 	isDefault bool
+	// kms is the kms: section; never nil, empty when the file has none.
+	kms *Pin
 }
 
 // Rules is what one listener may do. The exported fields are the effective
@@ -85,12 +117,51 @@ type Rules struct {
 	CredentialsPush bool `json:"credentials_push" yaml:"credentials_push"`
 	// Control lists allowed control endpoint names, or is ["*"].
 	Control []string `json:"control" yaml:"control,flow"`
+	// WithoutEncryptionContext lists operations that carry no encryption
+	// context (GenerateRandom, DeriveSharedSecret, Sign, ...) which the
+	// listener may call although EncryptionContext requires one, or is
+	// ["*"] for all of them. It means nothing without EncryptionContext.
+	WithoutEncryptionContext []string `json:"without_encryption_context,omitempty" yaml:"without_encryption_context,omitempty,flow"`
+	// MaxInflight bounds the listener's concurrent KMS API requests; 0
+	// means kmsproxyd's --max-inflight. See InflightLimit.
+	MaxInflight int `json:"max_inflight,omitempty" yaml:"max_inflight,omitempty"`
+	// MaxConnections bounds the listener's open connections; 0 means
+	// DefaultMaxConnections. See ConnectionLimit.
+	MaxConnections int `json:"max_connections,omitempty" yaml:"max_connections,omitempty"`
+	// MetricsAllListeners lets /metrics on this listener show the series of
+	// every listener; otherwise it shows only this listener's own (and the
+	// series that belong to no listener).
+	MetricsAllListeners bool `json:"metrics_all_listeners,omitempty" yaml:"metrics_all_listeners"`
 
 	// listener is the listener these rules belong to, for Denied messages.
 	listener string
 	// absent marks a listener the policy file does not mention.
 	absent bool
+	// pin is the policy's kms: section, shared by every listener; nil or
+	// empty when the policy pins nothing.
+	pin *Pin
 }
+
+// InflightLimit returns the listener's in-flight budget: MaxInflight, or
+// flagDefault (kmsproxyd's --max-inflight) when the policy sets none.
+func (r *Rules) InflightLimit(flagDefault int) int {
+	if r.MaxInflight > 0 {
+		return r.MaxInflight
+	}
+	return flagDefault
+}
+
+// ConnectionLimit returns the listener's open-connection limit:
+// MaxConnections, or DefaultMaxConnections when the policy sets none.
+func (r *Rules) ConnectionLimit() int {
+	if r.MaxConnections > 0 {
+		return r.MaxConnections
+	}
+	return DefaultMaxConnections
+}
+
+// Listener returns the name of the listener the rules belong to.
+func (r *Rules) Listener() string { return r.listener }
 
 // denyAll returns the rules of a listener a policy does not configure: no
 // operation, no plaintext, no credentials, healthz and readyz only.
@@ -109,14 +180,21 @@ func denyAll(listener string) *Rules {
 // That is the behaviour of AWS's kmstool-enclave-cli, which decrypts whatever
 // the parent sends it, and it means the parent instance can read every secret
 // the enclave's keys protect: see DefaultWarning.
+//
+// It pins no account (see AccountsWarning), and /metrics on the parent
+// listener shows only the parent's own series, as in a file that omits
+// metrics_all_listeners; the local listener's shows every listener's.
 func Default() *Policy {
-	all := func(listener string, push bool) *Rules {
+	pin := &Pin{}
+	all := func(listener string, parent bool) *Rules {
 		return &Rules{
-			Operations:      []string{Wildcard},
-			Plaintext:       true,
-			CredentialsPush: push,
-			Control:         slices.Clone(ControlEndpoints),
-			listener:        listener,
+			Operations:          []string{Wildcard},
+			Plaintext:           true,
+			CredentialsPush:     parent,
+			Control:             slices.Clone(ControlEndpoints),
+			MetricsAllListeners: !parent,
+			listener:            listener,
+			pin:                 pin,
 		}
 	}
 	return &Policy{
@@ -125,6 +203,7 @@ func Default() *Policy {
 			ListenerLocal:  all(ListenerLocal, false),
 		},
 		isDefault: true,
+		kms:       pin,
 	}
 }
 
@@ -146,6 +225,44 @@ func (p *Policy) DefaultWarning() string {
 	return defaultWarning
 }
 
+// accountsWarning is the text of AccountsWarning.
+const accountsWarning = "the policy pins no AWS account (kms.accounts): the parent instance supplies " +
+	"kmsproxyd's credentials and region, so it chooses the account kmsproxyd talks to, and a request " +
+	"that names its key by alias or bare key id can be answered with a key of an account the parent's " +
+	"owner controls (a data key, ciphertext or signature the parent can use on its own); name the " +
+	"accounts whose keys kmsproxyd may use under kms.accounts (see enclave/policy.example.yaml)"
+
+// AccountsWarning returns the warning kmsproxyd logs once at start when the
+// policy (the built-in default included) names no account under
+// kms.accounts, or "" when it does.
+func (p *Policy) AccountsWarning() string {
+	if p.KMS().Pinned() {
+		return ""
+	}
+	return accountsWarning
+}
+
+// Warnings returns every warning kmsproxyd logs at start for this policy:
+// DefaultWarning and AccountsWarning, when they apply.
+func (p *Policy) Warnings() []string {
+	var w []string
+	for _, s := range []string{p.DefaultWarning(), p.AccountsWarning()} {
+		if s != "" {
+			w = append(w, s)
+		}
+	}
+	return w
+}
+
+// KMS returns the policy's kms: section (empty when it has none). It must
+// not be modified.
+func (p *Policy) KMS() *Pin {
+	if p == nil || p.kms == nil {
+		return &Pin{}
+	}
+	return p.kms
+}
+
 // Source returns the file name the policy was parsed from, or "" for the
 // built-in default.
 func (p *Policy) Source() string { return p.source }
@@ -164,7 +281,9 @@ func (p *Policy) Rules(listener string) *Rules {
 			return r
 		}
 	}
-	return denyAll(listener)
+	r := denyAll(listener)
+	r.pin = p.KMS()
+	return r
 }
 
 // Summary is the effective policy as kmsproxyd reports it on /v1/info. It
@@ -177,6 +296,9 @@ type Summary struct {
 	Default bool `json:"default"`
 	// SHA256 is the hex SHA-256 of the policy file; absent for the default.
 	SHA256 string `json:"sha256,omitempty"`
+	// KMS is the kms: section: the accounts and regions kmsproxyd's keys
+	// must belong to; absent when the policy pins none.
+	KMS *Pin `json:"kms,omitempty"`
 	// Listeners holds the effective rules of every listener, including
 	// deny-all rules for a listener the file leaves out.
 	Listeners map[string]*Rules `json:"listeners"`
@@ -194,6 +316,9 @@ func (p *Policy) Summary() Summary {
 	if s.Default {
 		s.Source = "built-in default"
 	}
+	if k := p.KMS(); len(k.Accounts) > 0 || len(k.Regions) > 0 {
+		s.KMS = &Pin{Accounts: slices.Clone(k.Accounts), Regions: slices.Clone(k.Regions)}
+	}
 	for _, name := range Listeners {
 		s.Listeners[name] = p.Rules(name).clone()
 	}
@@ -202,6 +327,7 @@ func (p *Policy) Summary() Summary {
 
 // policyFile is the shape of a policy file, for MarshalYAML.
 type policyFile struct {
+	KMS       *Pin              `yaml:"kms,omitempty"`
 	Listeners map[string]*Rules `yaml:"listeners"`
 }
 
@@ -211,6 +337,9 @@ type policyFile struct {
 // its deny-all rules).
 func (p *Policy) MarshalYAML() (any, error) {
 	f := policyFile{Listeners: make(map[string]*Rules, len(Listeners))}
+	if k := p.KMS(); len(k.Accounts) > 0 || len(k.Regions) > 0 {
+		f.KMS = &Pin{Accounts: slices.Clone(k.Accounts), Regions: slices.Clone(k.Regions)}
+	}
 	for _, name := range Listeners {
 		f.Listeners[name] = p.Rules(name).clone()
 	}
@@ -223,6 +352,7 @@ func (r *Rules) clone() *Rules {
 	c.Operations = append([]string{}, r.Operations...)
 	c.Control = append([]string{}, r.Control...)
 	c.Keys = slices.Clone(r.Keys)
+	c.WithoutEncryptionContext = slices.Clone(r.WithoutEncryptionContext)
 	if r.EncryptionContext != nil {
 		c.EncryptionContext = make(map[string]string, len(r.EncryptionContext))
 		for k, v := range r.EncryptionContext {

@@ -76,10 +76,19 @@ func (r *Rules) AllowOperation(op string) error {
 	if !isOperation(op) {
 		return r.deny("operations", fmt.Sprintf("may not call %s: not an operation kmsproxyd serves", echo(op)))
 	}
-	if slices.Contains(r.Operations, Wildcard) || slices.Contains(r.Operations, op) {
-		return nil
+	if !slices.Contains(r.Operations, Wildcard) && !slices.Contains(r.Operations, op) {
+		return r.deny("operations", "may not call "+op)
 	}
-	return r.deny("operations", "may not call "+op)
+	if len(r.EncryptionContext) > 0 && !slices.Contains(ContextOperations, op) && !r.contextFreeAllowed(op) {
+		return r.deny("encryption_context", fmt.Sprintf("must send an encryption context, and %s carries none: "+
+			"name it under without_encryption_context to allow it on this listener anyway", op))
+	}
+	return nil
+}
+
+// contextFreeAllowed reports whether without_encryption_context names op.
+func (r *Rules) contextFreeAllowed(op string) bool {
+	return slices.Contains(r.WithoutEncryptionContext, Wildcard) || slices.Contains(r.WithoutEncryptionContext, op)
 }
 
 // KeysRestricted reports whether the listener's keys rule lists patterns, in
@@ -124,30 +133,51 @@ func (r *Rules) matchKey(keyID string) bool {
 	return false
 }
 
-// AllowAnsweredKey is the check kmsproxyd makes on KMS's answer before it
-// releases a plaintext: answered is the KeyId KMS returned (always the key
-// ARN of the key it used) and requested the KeyId of the request, which
-// AllowKey has already allowed. It returns nil when keys are unrestricted or
-// answered matches a pattern. Otherwise it returns nil only when requested
-// matched a pattern and is not itself a key ARN: an alias or a bare key id
-// cannot be matched against the ARN KMS answers with, and KMS only answers
-// with the key the requested identifier names (KMS API reference,
-// IncorrectKeyException: "The KeyId in a Decrypt request and the SourceKeyId
-// in a ReEncrypt request must identify the same KMS key that was used to
-// encrypt the ciphertext"). A requested key ARN must equal what KMS
-// answers, so then the answer itself has to match. Like AllowKey it is not
-// for GenerateRandom, which uses no key.
+// AllowAnsweredKey is the check kmsproxyd makes on KMS's answer before
+// anything of it reaches the caller: answered is the key ARN KMS says it
+// used (KeyId, or for ReEncrypt each of SourceKeyId and KeyId, or for
+// DescribeKey KeyMetadata.Arn) and requested the identifier the request
+// named, which AllowKey has already allowed ("" when it named none). It
+// applies to every operation but GenerateRandom, which uses no key, on every
+// listener, whatever the request named, and in this order:
+//
+//   - the policy's kms: section (see Pin): when it names accounts or
+//     regions, answered must be a key ARN of one of those accounts and
+//     regions. The parent instance chooses the account kmsproxyd's
+//     credentials belong to, and KMS resolves an alias or a bare key id in
+//     that account, so this is the only check that holds whatever the
+//     request named.
+//   - the listener's keys rule, when it lists patterns: answered must match
+//     one, or requested must have matched one and not be a key ARN: an
+//     alias or a bare key id cannot be matched against the ARN KMS answers
+//     with, and KMS only answers with the key the requested identifier
+//     names (KMS API reference, IncorrectKeyException: "The KeyId in a
+//     Decrypt request and the SourceKeyId in a ReEncrypt request must
+//     identify the same KMS key that was used to encrypt the ciphertext").
+//     A requested key ARN must equal what KMS answers, so then the answer
+//     itself has to match. Which account the alias was resolved in is the
+//     pin's business, above.
+//
+// An answer that names no key fails both checks whenever either applies.
+// The *Denied names the rule but neither the answered key nor its account:
+// nothing of a refused answer reaches the caller.
 func (r *Rules) AllowAnsweredKey(requested, answered string) error {
-	if !r.KeysRestricted() || (answered != "" && r.matchKey(answered)) {
-		return nil
+	if err := r.allowPinned(answered); err != nil {
+		return err
 	}
-	if requested != "" && !isKeyARN(requested) && r.matchKey(requested) {
+	if !r.KeysRestricted() {
 		return nil
 	}
 	if answered == "" {
 		return r.deny("keys", "may use only the keys the policy lists, and KMS's answer names no key")
 	}
-	return r.deny("keys", "may not use key "+echo(answered))
+	if r.matchKey(answered) {
+		return nil
+	}
+	if requested != "" && !isKeyARN(requested) && r.matchKey(requested) {
+		return nil
+	}
+	return r.deny("keys", "may use only the keys the policy lists, and KMS answered with a key that matches none of them")
 }
 
 // isKeyARN reports whether id has the form of a key ARN,

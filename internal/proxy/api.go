@@ -3,12 +3,14 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"reflect"
 	"strconv"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 
@@ -120,7 +122,7 @@ func (l *listenerHandler) serveAPI(w http.ResponseWriter, r *http.Request) {
 	}
 	s.metrics.requests.WithLabelValues(l.name, op, outcome).Inc()
 	if rq.op != "" {
-		s.metrics.duration.WithLabelValues(op).Observe(d.Seconds())
+		s.metrics.duration.WithLabelValues(l.name, op).Observe(d.Seconds())
 	}
 	// The answer (with its Content-Length) leaves now, not when the
 	// handler returns: the caller need not wait for the log line, whose
@@ -173,20 +175,25 @@ func (l *listenerHandler) handle(w http.ResponseWriter, r *http.Request, rq *req
 	if err := l.rules.AllowOperation(op); err != nil {
 		return kmsapi.Errorf(kmsapi.AccessDenied, "%s", err)
 	}
-	select {
-	case s.inflight <- struct{}{}:
-		defer func() { <-s.inflight }()
-	default:
-		return kmsapi.Errorf(kmsapi.Throttling, "kmsproxyd is serving its maximum of %d concurrent requests; retry with backoff", cap(s.inflight))
-	}
-	s.metrics.inflight.Inc()
-	defer s.metrics.inflight.Dec()
-
+	// The body is read before the request takes one of the listener's
+	// in-flight slots: a caller that sends headers and then nothing holds a
+	// connection (bounded by the listener's connection limit and the read
+	// timeout), never a slot.
 	r.Body = http.MaxBytesReader(w, r.Body, kmsapi.MaxRequestBody)
 	body, err := kmsapi.ReadBody(r, kmsapi.MaxRequestBody)
 	if err != nil {
 		return err
 	}
+	select {
+	case l.inflight <- struct{}{}:
+		defer func() { <-l.inflight }()
+	default:
+		return kmsapi.Errorf(kmsapi.Throttling, "kmsproxyd is serving its maximum of %d concurrent requests on the %s listener; retry with backoff", cap(l.inflight), l.name)
+	}
+	gauge := s.metrics.inflight.WithLabelValues(l.name)
+	gauge.Inc()
+	defer gauge.Dec()
+
 	ctx, cancel := s.withTimeout(r.Context())
 	defer cancel()
 	return h(s, ctx, w, rq, body)
@@ -237,9 +244,24 @@ func checkInput(rq *request, in any) error {
 	return nil
 }
 
-// checkAnswer applies the key rules to the keys KMS says it used, before
-// anything of the answer reaches the caller (policy.Rules.AllowAnsweredKey).
-func checkAnswer(rq *request, out any) error {
+// answeredKeys returns, for each key the request named (or could have
+// named), the requested identifier and the key ARN KMS answered with. Every
+// operation but GenerateRandom names a key in its answer: KeyId (and for
+// ReEncrypt SourceKeyId), or for DescribeKey KeyMetadata.Arn (KMS API
+// reference, each operation's "Response Syntax").
+func answeredKeys(rq *request, out any) (pairs [][2]string, err error) {
+	if d, ok := out.(*kms.DescribeKeyOutput); ok {
+		arn := ""
+		if d.KeyMetadata != nil {
+			arn = aws.ToString(d.KeyMetadata.Arn)
+			// KMS answers the key's account twice; an answer whose two
+			// disagree names no account kmsproxyd could check.
+			if acct := aws.ToString(d.KeyMetadata.AWSAccountId); acct != "" && acct != policy.KeyARNAccount(arn) {
+				arn = ""
+			}
+		}
+		return [][2]string{{rq.requested[0], arn}}, nil
+	}
 	v := reflect.ValueOf(out).Elem()
 	for i, m := range keyMembers {
 		if !rq.present[i] {
@@ -252,12 +274,45 @@ func checkAnswer(rq *request, out any) error {
 		if m.request == "KeyId" && rq.keyID == "" {
 			rq.keyID = answered
 		}
-		if !rq.rules.KeysRestricted() {
+		pairs = append(pairs, [2]string{rq.requested[i], answered})
+	}
+	if len(pairs) == 0 {
+		// Every operation that uses a key has a key member; one without
+		// would escape the check, so it is refused.
+		return nil, fmt.Errorf("no key member in %T", out)
+	}
+	return pairs, nil
+}
+
+// checkAnswer applies the policy's pinned accounts and regions and the
+// listener's key rules to the keys KMS says it used, before anything of the
+// answer reaches the caller (policy.Rules.AllowAnsweredKey). A refusal is
+// logged with the key KMS answered with, for the operator, and counted; the
+// caller's AccessDeniedException names only the rule.
+func (s *Server) checkAnswer(rq *request, out any) error {
+	if rq.op == "GenerateRandom" {
+		return nil // no key: KMS answers random bytes only
+	}
+	pairs, err := answeredKeys(rq, out)
+	if err != nil {
+		s.log.Error("KMS answer refused: kmsproxyd cannot find the key in it", "request_id", rq.id, "operation", rq.op, "err", err)
+		return kmsapi.Errorf(kmsapi.KMSInternal, "upstream: kmsproxyd cannot tell which key KMS used for %s", rq.op)
+	}
+	for _, p := range pairs {
+		err := rq.rules.AllowAnsweredKey(p[0], p[1])
+		if err == nil {
 			continue
 		}
-		if err := rq.rules.AllowAnsweredKey(rq.requested[i], answered); err != nil {
-			return kmsapi.Errorf(kmsapi.AccessDenied, "%s", err)
+		rule := "policy"
+		var d *policy.Denied
+		if errors.As(err, &d) {
+			rule = d.Rule
 		}
+		s.metrics.answersRefused.WithLabelValues(rq.listener, rq.op, rule).Inc()
+		s.log.Warn("KMS answer refused: the key it names is not one the policy allows; nothing of the answer was returned",
+			"request_id", rq.id, "listener", rq.listener, "operation", rq.op, "rule", rule,
+			"requested_key", p[0], "answered_key", p[1])
+		return kmsapi.Errorf(kmsapi.AccessDenied, "%s", err)
 	}
 	return nil
 }
@@ -288,7 +343,7 @@ func (a attested[In, Out]) serve(s *Server, ctx context.Context, w http.Response
 			if err != nil {
 				return nil, err
 			}
-			return out, checkAnswer(rq, out)
+			return out, s.checkAnswer(rq, out)
 		})
 	}
 	if err := rq.rules.AllowPlaintext(rq.op); err != nil {
@@ -299,7 +354,7 @@ func (a attested[In, Out]) serve(s *Server, ctx context.Context, w http.Response
 	lease, err := s.cfg.Recipient.Acquire(ctx)
 	d := time.Since(t)
 	rq.step(stepAttestation, d)
-	s.metrics.observeStep(stepAttestation, d)
+	s.metrics.observeStep(rq.listener, stepAttestation, d)
 	if err != nil {
 		if ctx.Err() != nil {
 			return kmsapi.Errorf(kmsapi.DependencyTimeout, "attestation: no attestation document within the request timeout")
@@ -319,11 +374,11 @@ func (a attested[In, Out]) serve(s *Server, ctx context.Context, w http.Response
 	}
 	d = time.Since(t)
 	rq.step(stepUpstream, d)
-	s.metrics.observeStep(stepUpstream, d)
+	s.metrics.observeStep(rq.listener, stepUpstream, d)
 	if err != nil {
 		return upstream.ToKMSError(err)
 	}
-	if err := checkAnswer(rq, out); err != nil {
+	if err := s.checkAnswer(rq, out); err != nil {
 		return err
 	}
 	env := a.envelope(out)
@@ -346,7 +401,7 @@ func (a attested[In, Out]) serve(s *Server, ctx context.Context, w http.Response
 	}()
 	d = time.Since(t)
 	rq.step(stepEnvelope, d)
-	s.metrics.observeStep(stepEnvelope, d)
+	s.metrics.observeStep(rq.listener, stepEnvelope, d)
 	if err != nil {
 		s.log.Warn("failed to open CiphertextForRecipient", "request_id", rq.id, "step", stepEnvelope, "err", err)
 		return kmsapi.Errorf(kmsapi.KMSInternal, "envelope: failed to decrypt CiphertextForRecipient")
@@ -391,7 +446,7 @@ func passThrough[In, Out any](call func(*kms.Client, context.Context, *In, ...fu
 			if err != nil {
 				return nil, err
 			}
-			return out, checkAnswer(rq, out)
+			return out, s.checkAnswer(rq, out)
 		})
 	}
 }
@@ -408,7 +463,7 @@ func (s *Server) relay(ctx context.Context, w http.ResponseWriter, rq *request, 
 	}
 	d := time.Since(t)
 	rq.step(stepUpstream, d)
-	s.metrics.observeStep(stepUpstream, d)
+	s.metrics.observeStep(rq.listener, stepUpstream, d)
 	if err != nil {
 		var ke *kmsapi.Error
 		if errors.As(err, &ke) {

@@ -18,7 +18,7 @@ import (
 )
 
 // maxControlBody bounds the body of POST /v1/attestation: two base64 fields
-// of at most attestation.MaxNonceSize and MaxUserDataSize (1024) bytes each.
+// of at most attestation.MaxNonceSize and MaxRequestedDataSize bytes each.
 // PUT /v1/credentials has its own limit, credentials.MaxPushBody.
 const maxControlBody = 16 << 10
 
@@ -103,16 +103,43 @@ type attestationRequest struct {
 }
 
 // serveAttestation returns a fresh attestation document for a remote
-// verifier, binding its nonce and user data. It carries no public key.
-func (s *Server) serveAttestation(w http.ResponseWriter, r *http.Request) {
+// verifier, binding its nonce and, inside kmsproxyd's requested-attestation
+// structure (attestation.EncodeRequested), its user data and this
+// listener's name, so the document cannot pass for one the enclave made for
+// itself. It carries no public key. Each listener may ask the NSM for
+// AttestationBurst documents at once and then one per AttestationInterval.
+func (l *listenerHandler) serveAttestation(w http.ResponseWriter, r *http.Request) {
+	s := l.s
+	outcome := "ok"
+	fail := func(err *kmsapi.Error) {
+		outcome = err.Type
+		kmsapi.WriteError(w, err)
+	}
+	defer func() { s.metrics.attestations.WithLabelValues(l.name, outcome).Inc() }()
 	var req attestationRequest
 	if err := decodeControl(w, r, &req); err != nil {
-		kmsapi.WriteError(w, err)
+		fail(kmsapi.AsError(err, "internal error"))
 		return
 	}
-	ar := attestation.Request{Nonce: req.Nonce, UserData: req.UserData}
+	if len(req.UserData) > attestation.MaxRequestedDataSize {
+		fail(kmsapi.Errorf(kmsapi.Validation, "user_data is %d bytes; a requested document carries at most %d "+
+			"(NSM's %d less the structure kmsproxyd wraps it in, which names this listener)",
+			len(req.UserData), attestation.MaxRequestedDataSize, attestation.MaxUserDataSize))
+		return
+	}
+	userData, err := attestation.EncodeRequested(l.name, req.UserData)
+	if err != nil {
+		fail(kmsapi.Errorf(kmsapi.Validation, "%s", err))
+		return
+	}
+	ar := attestation.Request{Nonce: req.Nonce, UserData: userData}
 	if err := ar.Validate(); err != nil {
-		kmsapi.WriteError(w, kmsapi.Errorf(kmsapi.Validation, "%s", err))
+		fail(kmsapi.Errorf(kmsapi.Validation, "%s", err))
+		return
+	}
+	if !l.attestations.Allow() {
+		fail(kmsapi.Errorf(kmsapi.Throttling, "the %s listener may request %d attestation documents at once and then one every %s; retry with backoff",
+			l.name, AttestationBurst, AttestationInterval))
 		return
 	}
 	ctx, cancel := s.withTimeout(r.Context())
@@ -122,8 +149,8 @@ func (s *Server) serveAttestation(w http.ResponseWriter, r *http.Request) {
 	s.metrics.nsm.Observe(time.Since(t).Seconds())
 	if err != nil {
 		s.metrics.nsmFails.Inc()
-		s.log.Warn("attestation for a remote verifier failed", "step", stepAttestation, "err", err)
-		kmsapi.WriteError(w, kmsapi.Errorf(kmsapi.KMSInternal, "attestation: failed to obtain an attestation document from the NSM"))
+		s.log.Warn("attestation for a remote verifier failed", "listener", l.name, "step", stepAttestation, "err", err)
+		fail(kmsapi.Errorf(kmsapi.KMSInternal, "attestation: failed to obtain an attestation document from the NSM"))
 		return
 	}
 	writeControlJSON(w, http.StatusOK, map[string]string{"document": base64.StdEncoding.EncodeToString(doc)})

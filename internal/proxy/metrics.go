@@ -2,31 +2,47 @@ package proxy
 
 import (
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/enclavekit/kmsproxy/internal/policy"
 )
 
 // Metrics is kmsproxyd's Prometheus metric set, in its own registry. Labels
-// carry listener, operation, outcome (an exception name) and step names:
-// never key ids, request values or secrets.
+// carry listener, operation, outcome (an exception name), step and policy
+// rule names: never key ids, request values or secrets.
+//
+// Every series about a listener's requests carries a listener label, and
+// /metrics on a listener shows only its own such series unless its policy
+// sets metrics_all_listeners: the parent instance, which reads /metrics on
+// the parent listener, does not see what apps inside the enclave do, nor
+// when. Series that belong to no listener (process, Go runtime, upstream
+// connections, NSM, credentials, key rotation) are shown on every listener.
 type Metrics struct {
-	reg       *prometheus.Registry
-	requests  *prometheus.CounterVec
-	duration  *prometheus.HistogramVec
-	steps     *prometheus.HistogramVec
-	inflight  prometheus.Gauge
-	nsm       prometheus.Histogram
-	nsmFails  prometheus.Counter
-	rotations prometheus.Counter
-	panics    prometheus.Counter
-	handler   http.Handler
-	// stepObs are steps' children, looked up once: the three step names
-	// are fixed, and every request observes them.
-	stepObs map[string]prometheus.Observer
+	reg            *prometheus.Registry
+	requests       *prometheus.CounterVec
+	duration       *prometheus.HistogramVec
+	steps          *prometheus.HistogramVec
+	inflight       *prometheus.GaugeVec
+	conns          *prometheus.GaugeVec
+	answersRefused *prometheus.CounterVec
+	attestations   *prometheus.CounterVec
+	nsm            prometheus.Histogram
+	nsmFails       prometheus.Counter
+	rotations      prometheus.Counter
+	panics         prometheus.Counter
+	// stepObs are steps' children, looked up once per listener and step:
+	// the names are fixed, and every request observes them.
+	stepObs map[[2]string]prometheus.Observer
 }
+
+// listenerLabel is the label that says which listener a series is about.
+const listenerLabel = "listener"
 
 // stepBuckets span 100 µs (an envelope decrypt is ~1 ms) to ~10 s (the
 // request timeout).
@@ -42,18 +58,30 @@ func newMetrics(s *Server) *Metrics {
 		}, []string{"listener", "operation", "outcome"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "kmsproxy_request_duration_seconds",
-			Help:    "Whole KMS API request latency inside kmsproxyd, by operation.",
+			Help:    "Whole KMS API request latency inside kmsproxyd, by listener and operation.",
 			Buckets: stepBuckets,
-		}, []string{"operation"}),
+		}, []string{listenerLabel, "operation"}),
 		steps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "kmsproxy_step_duration_seconds",
-			Help:    "Latency of each step of a request: attestation (getting a document, reused or new), upstream (KMS call incl. retries), envelope (CiphertextForRecipient decrypt).",
+			Help:    "Latency of each step of a request, by listener: attestation (getting a document, reused or new), upstream (KMS call incl. retries), envelope (CiphertextForRecipient decrypt).",
 			Buckets: stepBuckets,
-		}, []string{"step"}),
-		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
+		}, []string{listenerLabel, "step"}),
+		inflight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "kmsproxy_inflight_requests",
-			Help: "KMS API requests being served now.",
-		}),
+			Help: "KMS API requests being served now, by listener.",
+		}, []string{listenerLabel}),
+		conns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "kmsproxy_open_connections",
+			Help: "Connections open on each listener (at most its max_connections).",
+		}, []string{listenerLabel}),
+		answersRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kmsproxy_answers_refused_total",
+			Help: "KMS answers withheld from the caller because the key they name is not one the policy allows (rule: kms.accounts, kms.regions or the listener's keys).",
+		}, []string{listenerLabel, "operation", "rule"}),
+		attestations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kmsproxy_requested_attestations_total",
+			Help: "POST /v1/attestation requests by listener and outcome (ok or the exception name).",
+		}, []string{listenerLabel, "outcome"}),
 		nsm: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "kmsproxy_nsm_attestation_duration_seconds",
 			Help:    "Latency of NSM attestation calls (off the request path while documents are reused).",
@@ -72,7 +100,8 @@ func newMetrics(s *Server) *Metrics {
 			Help: "Panics recovered in request handlers.",
 		}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.steps, m.inflight, m.nsm, m.nsmFails, m.rotations, m.panics,
+	reg.MustRegister(m.requests, m.duration, m.steps, m.inflight, m.conns, m.answersRefused, m.attestations,
+		m.nsm, m.nsmFails, m.rotations, m.panics,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -104,23 +133,63 @@ func newMetrics(s *Server) *Metrics {
 			Help: "1 when kmsproxyd is ready (key, attestation document, credentials).",
 		}, func() float64 { return boolGauge(s.readiness().Ready) }),
 	)
-	m.handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
-	m.stepObs = map[string]prometheus.Observer{}
-	for _, step := range []string{stepAttestation, stepUpstream, stepEnvelope} {
-		m.stepObs[step] = m.steps.WithLabelValues(step)
+	m.stepObs = map[[2]string]prometheus.Observer{}
+	for _, l := range policy.Listeners {
+		// Each listener's series exist from the start, at zero.
+		m.inflight.WithLabelValues(l)
+		m.conns.WithLabelValues(l)
+		for _, step := range []string{stepAttestation, stepUpstream, stepEnvelope} {
+			m.stepObs[[2]string{l, step}] = m.steps.WithLabelValues(l, step)
+		}
 	}
 	return m
 }
 
-func (m *Metrics) observeStep(step string, d time.Duration) {
-	o, ok := m.stepObs[step]
+func (m *Metrics) observeStep(listener, step string, d time.Duration) {
+	o, ok := m.stepObs[[2]string{listener, step}]
 	if !ok {
-		o = m.steps.WithLabelValues(step)
+		o = m.steps.WithLabelValues(listener, step)
 	}
 	o.Observe(d.Seconds())
 }
 
-func (m *Metrics) serveHTTP(w http.ResponseWriter, r *http.Request) { m.handler.ServeHTTP(w, r) }
+// handlerFor returns /metrics as the named listener may see it: every
+// listener's series when all is set, otherwise only the series whose
+// listener label is its own, and those without one.
+func (m *Metrics) handlerFor(listener string, all bool) http.HandlerFunc {
+	var g prometheus.Gatherer = m.reg
+	if !all {
+		g = ownSeries{m.reg, listener}
+	}
+	h := promhttp.HandlerFor(g, promhttp.HandlerOpts{})
+	return h.ServeHTTP
+}
+
+// ownSeries gathers the registry's series, dropping those about another
+// listener.
+type ownSeries struct {
+	g        prometheus.Gatherer
+	listener string
+}
+
+func (o ownSeries) Gather() ([]*dto.MetricFamily, error) {
+	mfs, err := o.g.Gather()
+	out := mfs[:0]
+	for _, mf := range mfs {
+		mf.Metric = slices.DeleteFunc(mf.Metric, func(m *dto.Metric) bool {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == listenerLabel {
+					return lp.GetValue() != o.listener
+				}
+			}
+			return false
+		})
+		if len(mf.Metric) > 0 {
+			out = append(out, mf)
+		}
+	}
+	return out, err
+}
 
 func boolGauge(b bool) float64 {
 	if b {

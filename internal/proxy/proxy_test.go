@@ -332,9 +332,12 @@ func TestControlEndpoints(t *testing.T) {
 	code, b = get("/metrics")
 	for _, m := range []string{
 		`kmsproxy_requests_total{listener="parent",operation="GenerateRandom",outcome="ok"} 1`,
-		`kmsproxy_step_duration_seconds_count{step="upstream"}`,
-		`kmsproxy_step_duration_seconds_count{step="envelope"}`,
-		`kmsproxy_step_duration_seconds_count{step="attestation"}`,
+		`kmsproxy_step_duration_seconds_count{listener="parent",step="upstream"} 1`,
+		`kmsproxy_step_duration_seconds_count{listener="parent",step="envelope"} 1`,
+		`kmsproxy_step_duration_seconds_count{listener="parent",step="attestation"} 1`,
+		`kmsproxy_request_duration_seconds_count{listener="parent",operation="GenerateRandom"} 1`,
+		`kmsproxy_inflight_requests{listener="parent"} 0`,
+		`kmsproxy_open_connections{listener="parent"}`,
 		"kmsproxy_upstream_connections",
 		"kmsproxy_credentials_expiry_timestamp_seconds",
 		"kmsproxy_clock_offset_seconds",
@@ -372,8 +375,11 @@ func TestControlEndpoints(t *testing.T) {
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(e.CA.RootCertificate())
-	if err := attestation.Verify(doc, roots, time.Now()); err != nil || !bytes.Equal(doc.Nonce, nonce) || string(doc.UserData) != "hello" {
+	if err := attestation.Verify(doc, roots, time.Now()); err != nil || !bytes.Equal(doc.Nonce, nonce) {
 		t.Fatalf("/v1/attestation: verify %v, nonce %q", err, doc.Nonce)
+	}
+	if req, err := attestation.ParseRequested(doc.UserData); err != nil || req.Listener != "parent" || string(req.Data) != "hello" {
+		t.Fatalf("/v1/attestation user_data: %+v, %v; want the requested-attestation structure naming parent and holding the caller's data", req, err)
 	}
 	resp, err = hc.Post("http://kmsproxy.enclave/v1/attestation", "application/json", strings.NewReader(`{"nonce":"`+base64.StdEncoding.EncodeToString(make([]byte, 4096))+`"}`))
 	if err != nil {

@@ -7,7 +7,11 @@
 //
 // Each listener has its own policy rules (internal/policy): what operations
 // it may call, on which keys, with which encryption context, whether it may
-// receive plaintext, push credentials, or read the control endpoints.
+// receive plaintext, push credentials, or read the control endpoints. Each
+// also has its own budgets, so that one listener's callers cannot starve
+// the other's: in-flight requests, open connections, and NSM attestations
+// for remote verifiers. Every KMS answer that names a key is checked against
+// the policy's pinned accounts and regions before anything of it leaves.
 package proxy
 
 import (
@@ -17,10 +21,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"runtime"
 	"runtime/debug"
 	"time"
+
+	"golang.org/x/net/netutil"
+	"golang.org/x/time/rate"
 
 	"github.com/enclavekit/kmsproxy/internal/attestation"
 	"github.com/enclavekit/kmsproxy/internal/credentials"
@@ -55,8 +63,9 @@ type Config struct {
 	Push *credentials.Push
 	// Attester serves POST /v1/attestation for remote verifiers.
 	Attester attestation.Attester
-	// MaxInflight bounds concurrent KMS API requests over all listeners;
-	// beyond it callers get ThrottlingException.
+	// MaxInflight bounds concurrent KMS API requests on each listener whose
+	// policy sets no max_inflight; beyond it callers get
+	// ThrottlingException.
 	MaxInflight int
 	// RequestTimeout bounds a whole request, upstream retries included.
 	RequestTimeout time.Duration
@@ -69,14 +78,26 @@ type Config struct {
 
 // Server serves the kmsproxyd API. It is safe for concurrent use.
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	metrics  *Metrics
-	inflight chan struct{}
+	cfg     Config
+	log     *slog.Logger
+	metrics *Metrics
+	// listeners holds each listener's rules and budgets, by name.
+	listeners map[string]*listenerHandler
 	// decrypts holds one token per envelope being decrypted (GOMAXPROCS).
 	decrypts chan struct{}
 	started  time.Time
 }
+
+// Requested attestation documents (POST /v1/attestation) each cost an NSM
+// call, which the enclave's own documents share: each listener may ask for
+// AttestationBurst documents at once and then one every
+// AttestationInterval; beyond that it gets ThrottlingException. A remote
+// verifier needs one document per session; the NSM answers in milliseconds,
+// so a listener at this rate keeps it busy well under 1% of the time.
+const (
+	AttestationBurst    = 10
+	AttestationInterval = 500 * time.Millisecond
+)
 
 // New returns a Server.
 func New(cfg Config) (*Server, error) {
@@ -100,11 +121,21 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		inflight: make(chan struct{}, cfg.MaxInflight),
-		decrypts: make(chan struct{}, runtime.GOMAXPROCS(0)),
-		started:  time.Now(),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		decrypts:  make(chan struct{}, runtime.GOMAXPROCS(0)),
+		started:   time.Now(),
+		listeners: make(map[string]*listenerHandler, len(policy.Listeners)),
+	}
+	for _, name := range policy.Listeners {
+		rules := cfg.Policy.Rules(name)
+		s.listeners[name] = &listenerHandler{
+			s:            s,
+			name:         name,
+			rules:        rules,
+			inflight:     make(chan struct{}, rules.InflightLimit(cfg.MaxInflight)),
+			attestations: rate.NewLimiter(rate.Every(AttestationInterval), AttestationBurst),
+		}
 	}
 	s.metrics = newMetrics(s)
 	cfg.Recipient.SetEvents(recipientEvents(s.log, s.metrics))
@@ -136,17 +167,27 @@ func recipientEvents(log *slog.Logger, m *Metrics) recipient.Events {
 	}
 }
 
+// listener returns the named listener's state; a name that is no listener
+// gets deny-all rules.
+func (s *Server) listener(name string) *listenerHandler {
+	if l, ok := s.listeners[name]; ok {
+		return l
+	}
+	return &listenerHandler{s: s, name: name, rules: s.cfg.Policy.Rules(name), inflight: make(chan struct{}),
+		attestations: rate.NewLimiter(0, 0)}
+}
+
 // Handler returns the HTTP handler for one listener ("parent" or "local").
 func (s *Server) Handler(listener string) http.Handler {
-	l := &listenerHandler{s: s, name: listener, rules: s.cfg.Policy.Rules(listener)}
+	l := s.listener(listener)
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /{$}", l.serveAPI)
 	mux.HandleFunc("/{$}", l.serveAPI) // wrong method: answered KMS-style
 	mux.HandleFunc("GET /healthz", l.control("healthz", s.serveHealthz))
 	mux.HandleFunc("GET /readyz", l.control("readyz", s.serveReadyz))
-	mux.HandleFunc("GET /metrics", l.control("metrics", s.metrics.serveHTTP))
+	mux.HandleFunc("GET /metrics", l.control("metrics", s.metrics.handlerFor(l.name, l.rules.MetricsAllListeners)))
 	mux.HandleFunc("GET /v1/info", l.control("info", s.serveInfo))
-	mux.HandleFunc("POST /v1/attestation", l.control("attestation", s.serveAttestation))
+	mux.HandleFunc("POST /v1/attestation", l.control("attestation", l.serveAttestation))
 	mux.HandleFunc("PUT /v1/credentials", l.serveCredentials)
 	// The same paths with another method: 405 with Allow, not 404.
 	for path, allow := range map[string]string{
@@ -161,23 +202,50 @@ func (s *Server) Handler(listener string) http.Handler {
 	return l.recoverer(mux)
 }
 
-// HTTPServer returns an http.Server with kmsproxyd's limits for handler h.
-func (s *Server) HTTPServer(h http.Handler, errorLog *slog.Logger) *http.Server {
+// HTTPServer returns an http.Server with kmsproxyd's limits serving the
+// named listener's Handler. Serve it on LimitListener(listener, ln), which
+// holds the listener to its connection limit.
+func (s *Server) HTTPServer(listener string, errorLog *slog.Logger) *http.Server {
+	conns := s.metrics.conns.WithLabelValues(listener)
 	return &http.Server{
-		Handler:           h,
+		Handler:           s.Handler(listener),
 		ReadHeaderTimeout: ReadHeaderTimeout,
 		ReadTimeout:       bodyReadTimeout + ReadHeaderTimeout,
 		WriteTimeout:      s.cfg.RequestTimeout + 5*time.Second,
 		IdleTimeout:       IdleTimeout,
 		MaxHeaderBytes:    MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(errorLog.Handler(), slog.LevelDebug),
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				conns.Inc()
+			case http.StateClosed, http.StateHijacked:
+				conns.Dec()
+			}
+		},
 	}
 }
 
+// LimitListener returns ln held to the named listener's connection limit
+// (policy max_connections, policy.DefaultMaxConnections by default): at the
+// limit, kmsproxyd accepts no further connection on that listener until one
+// closes, and the ones waiting stay in the kernel's backlog, costing
+// kmsproxyd nothing. Connections that dribble or stall are dropped by the
+// server's header and read timeouts, which frees their place.
+func (s *Server) LimitListener(listener string, ln net.Listener) net.Listener {
+	return netutil.LimitListener(ln, s.listener(listener).rules.ConnectionLimit())
+}
+
+// listenerHandler is one listener's rules and budgets.
 type listenerHandler struct {
 	s     *Server
 	name  string
 	rules *policy.Rules
+	// inflight holds one token per KMS API request being served on this
+	// listener (policy max_inflight, or Config.MaxInflight).
+	inflight chan struct{}
+	// attestations limits POST /v1/attestation on this listener.
+	attestations *rate.Limiter
 }
 
 // recoverer turns a panic in a handler into KMSInternalException, logged
