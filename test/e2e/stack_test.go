@@ -95,6 +95,9 @@ type stackOptions struct {
 	// kmsproxyd flags; zero values leave kmsproxyd's defaults.
 	upstreamConns  int
 	requestTimeout time.Duration
+	// policy is the text of kmsproxyd's --policy file; "" runs it with the
+	// built-in default.
+	policy string
 }
 
 // socatLinger makes socat (the vsock-proxy stand-in) close both sides as
@@ -174,6 +177,11 @@ func startStack(t testing.TB, sc *secretscan.Scanner, opts stackOptions) *stack 
 	sc.AddSecret("role secret access key", []byte(s.role.secret))
 	sc.AddSecret("role session token", []byte(s.role.token))
 	s.writeDevKMSFiles(t)
+	if opts.policy != "" {
+		if err := os.WriteFile(s.path("policy.yaml"), []byte(opts.policy), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	s.startDevKMS(t)
 
 	// The parent's path to KMS: socat, as vsock-proxy with its 4 workers,
@@ -380,6 +388,9 @@ func (s *stack) kmsproxydArgv(parentSock, local, kmsDial, creds string) []string
 	}
 	if s.opts.requestTimeout > 0 {
 		args = append(args, "--request-timeout", s.opts.requestTimeout.String())
+	}
+	if s.opts.policy != "" {
+		args = append(args, "--policy", s.path("policy.yaml"))
 	}
 	if s.ns != "" {
 		return append([]string{"ip", "netns", "exec", s.ns}, args...)
