@@ -305,3 +305,26 @@ func TestUsageConvention(t *testing.T) {
 		t.Errorf("-h: stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
 	}
 }
+
+func TestEndpointRegion(t *testing.T) {
+	for _, tt := range []struct {
+		endpoint, want string
+	}{
+		{"https://kms.eu-west-1.amazonaws.com", "eu-west-1"},
+		{"https://kms-fips.us-gov-west-1.amazonaws.com", "us-gov-west-1"},
+		{"https://kms.cn-north-1.amazonaws.com.cn", "cn-north-1"},
+		{"https://kms.ap-southeast-5.api.aws", "ap-southeast-5"},
+		{"https://vpce-0123abcd-4567efgh.kms.eu-central-2.vpce.amazonaws.com", "eu-central-2"},
+		{"https://KMS.EU-WEST-1.AMAZONAWS.COM:443", "eu-west-1"},
+		{"https://localhost:4599", ""},
+		{"https://kms.eu-west-1.example.com", ""},
+		{"https://kms.eu-west-1.amazonaws.com.evil.example", ""},
+		{"https://notkms.eu-west-1.amazonaws.com", ""},
+		{"::", ""},
+	} {
+		got, ok := endpointRegion(tt.endpoint)
+		if got != tt.want || ok != (tt.want != "") {
+			t.Errorf("endpointRegion(%q) = %q, %v; want %q", tt.endpoint, got, ok, tt.want)
+		}
+	}
+}

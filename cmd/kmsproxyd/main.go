@@ -131,7 +131,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, start time.Time) 
 		creds credentials.Provider
 		push  *credentials.Push
 	)
-	region := cfg.Region
+	region, regionSource := cfg.Region, "--region"
 	switch cfg.Credentials {
 	case "imds":
 		a, _ := transport.Parse(cfg.IMDSDial)
@@ -146,6 +146,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, start time.Time) 
 			if err != nil {
 				return fmt.Errorf("--region not given and IMDS did not tell it: %w", err)
 			}
+			regionSource = "IMDS (placement/region, which the parent instance serves)"
 		}
 		p.Start(bg)
 		creds = p
@@ -162,6 +163,9 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, start time.Time) 
 
 	up, err := newUpstream(cfg, region, creds)
 	if err != nil {
+		return err
+	}
+	if err := checkRegions(pol, region, regionSource, up.Endpoint()); err != nil {
 		return err
 	}
 

@@ -294,3 +294,42 @@ func TestDaemonRefusesBadPolicy(t *testing.T) {
 		t.Fatalf("the error does not name the line:\n%s", out)
 	}
 }
+
+// TestDaemonRefusesUnpinnedRegion: with kms.regions in the policy, a
+// region from --region (or IMDS) or an endpoint in another region stops
+// kmsproxyd at start, with an error naming both regions and the policy
+// line.
+func TestDaemonRefusesUnpinnedRegion(t *testing.T) {
+	_, caDir := simCADir(t)
+	kmsd := devkmstest.Start(t)
+	pol := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(pol, []byte("kms:\n  accounts: [\"111122223333\"]\n  regions: [eu-west-1]\nlisteners: {}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"--region", []string{"--region", "us-east-1"},
+			[]string{`policy.yaml:3:12: kms.regions: --region names region "us-east-1", but the policy allows only "eu-west-1"`}},
+		{"endpoint", []string{"--region", "eu-west-1", "--kms-endpoint", "https://kms.us-east-1.amazonaws.com"},
+			[]string{`policy.yaml:3:12: kms.regions: the KMS endpoint https://kms.us-east-1.amazonaws.com names region "us-east-1", but the policy allows only "eu-west-1"`}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d := startDaemon(t, kmsd, caDir, append([]string{"--policy", pol}, tt.args...)...)
+			if code := d.exitCode(t); code != 1 {
+				t.Fatalf("exit code %d, want 1:\n%s", code, d.out.String())
+			}
+			out := d.out.String()
+			for _, w := range tt.want {
+				if !strings.Contains(out, "kmsproxyd: error: ") || !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+	// The pinned region starts.
+	d := startDaemon(t, kmsd, caDir, "--policy", pol, "--region", "eu-west-1")
+	d.poll(t, "/healthz", "serving", "healthz")
+}

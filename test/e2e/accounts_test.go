@@ -380,3 +380,25 @@ func TestParentChoosesTheAccount(t *testing.T) {
 		}
 	})
 }
+
+// TestParentChoosesTheRegion: under --credentials imds the region comes
+// from IMDS, which the parent serves. With kms.regions pinned to another
+// region, kmsproxyd refuses to start, naming both regions and the line.
+func TestParentChoosesTheRegion(t *testing.T) {
+	build(t)
+	sc := newScan(t)
+	s := startStack(t, sc, stackOptions{credentials: "imds"}) // IMDS says region (eu-west-3)
+	pol := s.path("pinned-region.yaml")
+	if err := os.WriteFile(pol, []byte("kms:\n  accounts: [\""+account+"\"]\n  regions: [eu-west-1]\nlisteners: {}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	argv := append(s.kmsproxydArgv(s.path("pinned.sock"), "", "unix://"+s.kmsSock, "imds"), "--policy", pol)
+	out, err := run(t, sc, "kmsproxyd (region pinned elsewhere)", s.kmsproxydEnv(), nil, ctlTimeout, argv...)
+	if code := exitCode(err); code != 1 {
+		t.Fatalf("kmsproxyd exited with %d (%v), want 1; output %s", code, err, out)
+	}
+	want := pol + `:3:12: kms.regions: IMDS (placement/region, which the parent instance serves) names region "` + region + `", but the policy allows only "eu-west-1"`
+	if !strings.Contains(err.Error(), want) {
+		t.Errorf("kmsproxyd's error does not name both regions and the line:\n%v\nwant %s", err, want)
+	}
+}
