@@ -111,6 +111,13 @@ func (e *CredentialsError) Unwrap() error { return e.Err }
 //   - out of time: DependencyTimeoutException "upstream: KMS did not answer
 //     within 10s";
 //   - no connection: KMSInternalException naming the step and the route;
+//   - input the SDK refused before sending it (a required member missing,
+//     a string too short, a number out of range: smithy.InvalidParamsError
+//     from the operation's input validation, or a request it could not
+//     serialize): ValidationException, status 400, as KMS answers input
+//     that fails its own constraints ("1 validation error detected: ...",
+//     KMS API reference, Common Errors). The caller sent it; it is no
+//     fault of kmsproxyd's.
 //   - anything else: KMSInternalException "upstream: ...".
 //
 // A nil error gives nil; an *kmsapi.Error is returned as it is.
@@ -121,6 +128,9 @@ func ToKMSError(err error) *kmsapi.Error {
 	var ke *kmsapi.Error
 	if errors.As(err, &ke) {
 		return ke
+	}
+	if ve := validationError(err); ve != nil {
+		return ve
 	}
 	// Credentials first: an IMDS failure also carries an HTTP response
 	// error, from IMDS, which must not pass for one from KMS.
@@ -183,4 +193,32 @@ func isExceptionName(s string) bool {
 		}
 	}
 	return true
+}
+
+// validationError returns the ValidationException for an error the SDK
+// raised on the caller's input before sending it, or nil. Its messages name
+// members and constraints, never values (smithy-go validation.go).
+func validationError(err error) *kmsapi.Error {
+	var ipe smithy.InvalidParamsError
+	if errors.As(err, &ipe) {
+		errs := ipe.Errs()
+		msgs := make([]string, len(errs))
+		for i, e := range errs {
+			msgs[i] = strings.TrimSuffix(e.Error(), ".")
+		}
+		return kmsapi.Errorf(kmsapi.Validation, "%d validation error%s detected: %s", len(msgs), plural(len(msgs)), strings.Join(msgs, "; "))
+	}
+	var se *smithy.SerializationError
+	if errors.As(err, &se) {
+		// Its text may quote the input, which can hold plaintext.
+		return kmsapi.Errorf(kmsapi.Validation, "the request cannot be sent to KMS: a member's value cannot be serialized")
+	}
+	return nil
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }
