@@ -22,7 +22,7 @@ var inputTypes = map[string]reflect.Type{
 	"DeriveSharedSecret": reflect.TypeFor[kms.DeriveSharedSecretInput](), "Encrypt": reflect.TypeFor[kms.EncryptInput](),
 	"GenerateDataKeyWithoutPlaintext":     reflect.TypeFor[kms.GenerateDataKeyWithoutPlaintextInput](),
 	"GenerateDataKeyPairWithoutPlaintext": reflect.TypeFor[kms.GenerateDataKeyPairWithoutPlaintextInput](),
-	"ReEncrypt": reflect.TypeFor[kms.ReEncryptInput](), "DescribeKey": reflect.TypeFor[kms.DescribeKeyInput](),
+	"ReEncrypt":                           reflect.TypeFor[kms.ReEncryptInput](), "DescribeKey": reflect.TypeFor[kms.DescribeKeyInput](),
 	"GetPublicKey": reflect.TypeFor[kms.GetPublicKeyInput](), "Sign": reflect.TypeFor[kms.SignInput](),
 	"Verify": reflect.TypeFor[kms.VerifyInput](), "GenerateMac": reflect.TypeFor[kms.GenerateMacInput](),
 	"VerifyMac": reflect.TypeFor[kms.VerifyMacInput](),
