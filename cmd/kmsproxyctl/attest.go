@@ -164,29 +164,90 @@ func verifyHint(err error, rootsGiven bool) string {
 	return ""
 }
 
+// debugPCRs are PCRs a debug-mode enclave reports as all zeros (the AWS
+// Nitro Enclaves User Guide says its attestation documents carry zeros for
+// PCR0, PCR1, PCR2 and PCR8; testdata/real holds two such documents). PCR8
+// is zero too for any image that is not signed, so it tells nothing and is
+// not among them.
+var debugPCRs = []int{0, 1, 2}
+
+// isDebugDocument reports whether doc is a Nitro Enclave's with PCR0, PCR1
+// and PCR2 all zeros. A NitroTPM document has no debug mode.
+func isDebugDocument(doc *attestation.Document) bool {
+	if doc.Kind != attestation.KindEnclave {
+		return false
+	}
+	for _, i := range debugPCRs {
+		if !bytes.Equal(doc.PCRs[i], make([]byte, attestation.PCRSize)) {
+			return false
+		}
+	}
+	return true
+}
+
+// maxClockSkew is how far after the verification time a document's
+// timestamp may be before --max-age refuses it: enclave and verifier clocks
+// are both NTP-disciplined, and a minute covers what remains.
+const maxClockSkew = time.Minute
+
+// checkFreshness applies --expect-nonce and --max-age.
+func checkFreshness(doc *attestation.Document, nonce []byte, maxAge time.Duration, when time.Time) error {
+	if nonce != nil && !bytes.Equal(doc.Nonce, nonce) {
+		if doc.Nonce == nil {
+			return errors.New("nonce mismatch: the document carries no nonce, expected the --expect-nonce value")
+		}
+		return errors.New("nonce mismatch: the document's nonce is not the --expect-nonce value (it answers another request, or is replayed)")
+	}
+	if maxAge > 0 {
+		age := when.Sub(doc.Timestamp)
+		if age > maxAge {
+			return fmt.Errorf("the document is %s old at %s, over --max-age %s", age.Round(time.Second), when.UTC().Format(time.RFC3339), maxAge)
+		}
+		if age < -maxClockSkew {
+			return fmt.Errorf("the document's timestamp %s is %s after the verification time %s", doc.Timestamp.UTC().Format(time.RFC3339),
+				(-age).Round(time.Second), when.UTC().Format(time.RFC3339))
+		}
+	}
+	return nil
+}
+
 func runAttestVerify(ctx context.Context, e *env, args []string) error {
 	f := newFlags("attest verify", "[flags] FILE|-",
 		`Verify an AWS Nitro attestation document, a Nitro Enclave's (from its
 NSM) or an EC2 instance's (from its NitroTPM), and say which: the
 COSE_Sign1 ES384 signature, the certificate chain up to a trusted root and
 its validity at the verification time, the field rules of its kind, and
-optionally PCR values (an enclave's pcrs or the instance's nitrotpm_pcrs).
+optionally PCR values (an enclave's pcrs or the instance's nitrotpm_pcrs),
+the nonce and the document's age. An enclave document from a debug-mode
+enclave (PCR0, PCR1 and PCR2 all zero) is refused unless --allow-debug.
 FILE holds the raw document (CBOR) or its base64; - reads stdin. Exit
-status 0 when it verifies, 1 with the failed check otherwise.`,
+status 0 when it verifies, 1 with the failed check otherwise.
+
+A document kmsproxyd fetched for a caller (POST /v1/attestation, attest
+fetch) carries that caller's user data inside kmsproxyd's
+requested-attestation structure, which names the listener it came in on;
+verify shows it, and those bytes are the caller's, not the enclave's.`,
 		`  kmsproxyctl attest verify doc.cbor
   kmsproxyctl attest verify --at document old-doc.cbor
   kmsproxyctl attest verify --root ./simca/root.pem --expect-pcr 0=$PCR0 --json doc.cbor
   nitro-tpm-attest | kmsproxyctl attest verify --expect-pcr 4=$PCR4 --expect-pcr 12=$PCR12 -
-  kmsproxyctl attest fetch --enclave vsock://16:5000 | kmsproxyctl attest verify -`)
+  NONCE=$(head -c 32 /dev/urandom | base64)
+  kmsproxyctl attest fetch --enclave vsock://16:5000 --nonce "$NONCE" | kmsproxyctl attest verify --expect-nonce "$NONCE" --max-age 1m -`)
 	var (
-		roots   stringsFlag
-		expects stringsFlag
-		at      atFlag
-		asJSON  bool
+		roots      stringsFlag
+		expects    stringsFlag
+		at         atFlag
+		asJSON     bool
+		nonceB64   string
+		maxAge     time.Duration
+		allowDebug bool
 	)
 	f.Var(&roots, "root", "trusted root certificate(s), PEM `FILE` (repeatable; default: the embedded AWS Nitro Enclaves root)")
 	f.Var(&at, "at", "verify at `TIME`: document (its own timestamp), now, or RFC 3339")
 	f.Var(&expects, "expect-pcr", "require PCR N (of the document's kind: an enclave's pcrs or a NitroTPM's nitrotpm_pcrs) to equal HEX, as `N=HEX` (repeatable)")
+	f.StringVar(&nonceB64, "expect-nonce", "", "require the document's nonce to be `B64` (base64, as given to attest fetch --nonce)")
+	f.DurationVar(&maxAge, "max-age", 0, "require the document to be at most `DURATION` old at the verification time (now, or --at)")
+	f.BoolVar(&allowDebug, "allow-debug", false, "accept a document from a debug-mode enclave (PCR0, PCR1 and PCR2 all zero)")
 	f.BoolVar(&asJSON, "json", false, "print the verified document as JSON")
 	pos, err := f.parse(e, args)
 	if err != nil {
@@ -199,6 +260,21 @@ status 0 when it verifies, 1 with the failed check otherwise.`,
 	want, err := parsePCRExpectations("expect-pcr", expects)
 	if err != nil {
 		return err
+	}
+	var nonce []byte
+	if nonceB64 != "" {
+		if nonce, err = decodeBase64Flag("expect-nonce", nonceB64); err != nil {
+			return err
+		}
+		if len(nonce) > attestation.MaxNonceSize {
+			return usageErrorf("--expect-nonce is %d bytes; a document's nonce is at most %d", len(nonce), attestation.MaxNonceSize)
+		}
+	}
+	if maxAge < 0 {
+		return usageErrorf("--max-age must not be negative")
+	}
+	if maxAge > 0 && at.document {
+		return usageErrorf("--max-age with --at document would measure a document's age against its own timestamp: use --at now or an RFC 3339 time")
 	}
 	pool, err := loadRoots(roots)
 	if err != nil {
@@ -222,6 +298,14 @@ status 0 when it verifies, 1 with the failed check otherwise.`,
 	if err := checkPCRs(doc, want); err != nil {
 		return fmt.Errorf("document verifies but %w", err)
 	}
+	if !allowDebug && isDebugDocument(doc) {
+		return withHint(errors.New("document verifies but comes from a debug-mode enclave: PCR0, PCR1 and PCR2 are all zeros, "+
+			"so it names no image, and the parent instance can read that enclave's console"),
+			"accept it only for development, with --allow-debug")
+	}
+	if err := checkFreshness(doc, nonce, maxAge, when); err != nil {
+		return fmt.Errorf("document verifies but %w", err)
+	}
 	out := newDocumentJSON(doc, when)
 	if asJSON {
 		return printJSON(e.stdout, out)
@@ -234,17 +318,49 @@ status 0 when it verifies, 1 with the failed check otherwise.`,
 // under the name the document gives them: pcrs for an enclave,
 // nitrotpm_pcrs for an instance's NitroTPM.
 type documentJSON struct {
-	Kind         string    `json:"kind"`
-	ModuleID     string    `json:"module_id"`
-	Timestamp    string    `json:"timestamp"`
-	Digest       string    `json:"digest"`
-	PCRs         pcrMap    `json:"pcrs,omitempty"`
-	NitroTPMPCRs pcrMap    `json:"nitrotpm_pcrs,omitempty"`
-	PublicKey    *[]byte   `json:"public_key"`
-	UserData     *[]byte   `json:"user_data"`
-	Nonce        *[]byte   `json:"nonce"`
-	Chain        []string  `json:"chain"`
-	VerifiedAt   time.Time `json:"verified_at"`
+	Kind         string  `json:"kind"`
+	ModuleID     string  `json:"module_id"`
+	Timestamp    string  `json:"timestamp"`
+	Digest       string  `json:"digest"`
+	PCRs         pcrMap  `json:"pcrs,omitempty"`
+	NitroTPMPCRs pcrMap  `json:"nitrotpm_pcrs,omitempty"`
+	PublicKey    *[]byte `json:"public_key"`
+	UserData     *[]byte `json:"user_data"`
+	Nonce        *[]byte `json:"nonce"`
+	// Requested is user_data read as kmsproxyd's requested-attestation
+	// structure, when it is one.
+	Requested  *requestedJSON `json:"requested,omitempty"`
+	Chain      []string       `json:"chain"`
+	VerifiedAt time.Time      `json:"verified_at"`
+	Debug      bool           `json:"debug_mode"`
+}
+
+// requestedJSON is the requested-attestation structure of a document's
+// user_data.
+type requestedJSON struct {
+	Purpose  string `json:"purpose"`
+	Listener string `json:"listener"`
+	Data     []byte `json:"data"`
+	// Note says plainly whose the data is.
+	Note string `json:"note"`
+	// Error says why user_data that claims to be the structure is not.
+	Error string `json:"error,omitempty"`
+}
+
+// requestedNote is what verify says of a requested document's data.
+func requestedNote(listener string) string {
+	return fmt.Sprintf("kmsproxyd fetched this document for a caller of its %q listener: the data is that caller's, not a statement of the enclave", listener)
+}
+
+func newRequestedJSON(userData []byte) *requestedJSON {
+	r, err := attestation.ParseRequested(userData)
+	switch {
+	case errors.Is(err, attestation.ErrNotRequested):
+		return nil
+	case err != nil:
+		return &requestedJSON{Error: err.Error(), Note: "user_data claims to be kmsproxyd's requested-attestation structure but is not: treat it as nobody's statement"}
+	}
+	return &requestedJSON{Purpose: r.Purpose, Listener: r.Listener, Data: r.Data, Note: requestedNote(r.Listener)}
 }
 
 func newDocumentJSON(doc *attestation.Document, at time.Time) documentJSON {
@@ -264,8 +380,10 @@ func newDocumentJSON(doc *attestation.Document, at time.Time) documentJSON {
 		PublicKey:    opt(doc.PublicKey),
 		UserData:     opt(doc.UserData),
 		Nonce:        opt(doc.Nonce),
+		Requested:    newRequestedJSON(doc.UserData),
 		Chain:        doc.ChainSubjects(),
 		VerifiedAt:   at.UTC().Truncate(time.Second),
+		Debug:        isDebugDocument(doc),
 	}
 }
 
@@ -317,7 +435,18 @@ func printDocument(w io.Writer, d documentJSON, pcrsChecked int) {
 	}
 	field("public_key", d.PublicKey)
 	field("user_data", d.UserData)
+	if r := d.Requested; r != nil && r.Error == "" {
+		fmt.Fprintf(w, "  %-9s %s (kmsproxyd requested-attestation structure)\n", "purpose:", r.Purpose)
+		fmt.Fprintf(w, "  %-9s %s\n", "listener:", r.Listener)
+		fmt.Fprintf(w, "  %-9s %d bytes, base64 %s\n", "data:", len(r.Data), base64.StdEncoding.EncodeToString(r.Data))
+		fmt.Fprintf(w, "  %-9s %s\n", "note:", r.Note)
+	} else if r != nil {
+		fmt.Fprintf(w, "  %-9s %s\n  %-9s %s\n", "warning:", r.Error, "note:", r.Note)
+	}
 	field("nonce", d.Nonce)
+	if d.Debug {
+		fmt.Fprintln(w, "debug_mode: yes (PCR0, PCR1 and PCR2 are all zeros; accepted with --allow-debug)")
+	}
 	fmt.Fprintln(w, "chain (leaf to root):")
 	for _, s := range d.Chain {
 		fmt.Fprintf(w, "  %s\n", s)
@@ -334,10 +463,6 @@ func printJSON(w io.Writer, v any) error {
 	return err
 }
 
-// maxAttestationField is NSM's limit on the nonce and user data of a
-// document request (attestation.MaxNonceSize, attestation.MaxUserDataSize).
-const maxAttestationField = attestation.MaxNonceSize
-
 func runAttestFetch(ctx context.Context, e *env, args []string) error {
 	f := newFlags("attest fetch", "--enclave ADDR [flags]",
 		`Ask the enclave's kmsproxyd for a fresh attestation document
@@ -352,7 +477,7 @@ as the NSM produced it (CBOR). Verify it with "kmsproxyctl attest verify".`,
 	)
 	f.StringVar(&enclave, "enclave", e.getenv(enclaveEnv), "kmsproxyd `ADDR` (env "+enclaveEnv+")")
 	f.StringVar(&nonce, "nonce", "", "nonce to sign into the document, `B64` (at most 1024 bytes)")
-	f.StringVar(&userData, "user-data", "", "user data to sign into the document, `B64` (at most 1024 bytes)")
+	f.StringVar(&userData, "user-data", "", "user data to sign into the document, `B64` (at most 945 bytes: kmsproxyd wraps it in a structure naming the listener)")
 	f.StringVar(&out, "out", "", "write the document to `FILE` instead of stdout")
 	f.DurationVar(&timeout, "timeout", defaultTimeout, "give up after this `DURATION`")
 	pos, err := f.parse(e, args)
@@ -379,8 +504,12 @@ as the NSM produced it (CBOR). Verify it with "kmsproxyctl attest verify".`,
 			return err
 		}
 	}
-	if len(req.Nonce) > maxAttestationField || len(req.UserData) > maxAttestationField {
-		return usageErrorf("--nonce and --user-data are at most %d bytes each (NSM's limit)", maxAttestationField)
+	if len(req.Nonce) > attestation.MaxNonceSize {
+		return usageErrorf("--nonce is %d bytes; NSM allows at most %d", len(req.Nonce), attestation.MaxNonceSize)
+	}
+	if len(req.UserData) > attestation.MaxRequestedDataSize {
+		return usageErrorf("--user-data is %d bytes; at most %d fit in a document (NSM's %d less the structure kmsproxyd wraps them in)",
+			len(req.UserData), attestation.MaxRequestedDataSize, attestation.MaxUserDataSize)
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
