@@ -117,7 +117,7 @@ func newFlagSet(c *Config) *flag.FlagSet {
 	fs.DurationVar(&c.KeyRotation, "key-rotation", time.Hour, "replace the recipient RSA key this often, at least 1m (next key pre-generated); 0 = never")
 	fs.IntVar(&c.KeyBits, "key-bits", 2048, "recipient RSA key size: 2048, 3072 or 4096")
 	fs.StringVar(&c.Policy, "policy", "", "YAML listener policy file (default: built-in, every operation with plaintext on both listeners)")
-	fs.IntVar(&c.MaxInflight, "max-inflight", 256, "concurrent requests; beyond it callers get ThrottlingException")
+	fs.IntVar(&c.MaxInflight, "max-inflight", 256, "concurrent requests on each listener (the policy's max_inflight sets one listener's own); beyond it callers get ThrottlingException")
 	fs.IntVar(&c.UpstreamConns, "upstream-conns", 4, "max connections to KMS (vsock-proxy runs 4 workers by default)")
 	fs.DurationVar(&c.RequestTimeout, "request-timeout", 10*time.Second, "whole request, upstream retries included")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")

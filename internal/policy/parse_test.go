@@ -719,6 +719,8 @@ func TestExampleFile(t *testing.T) {
 			Plaintext:         true,
 			CredentialsPush:   true,
 			Control:           []string{"healthz", "readyz", "metrics", "attestation"},
+			MaxInflight:       64,
+			MaxConnections:    128,
 			listener:          "parent",
 		},
 		ListenerLocal: {
@@ -727,6 +729,9 @@ func TestExampleFile(t *testing.T) {
 			Control:    []string{"healthz", "readyz"},
 			listener:   "local",
 		},
+	}
+	if got := p.KMS().Accounts; !cmp.Equal(got, []string{"111122223333"}) || p.AccountsWarning() != "" {
+		t.Errorf("the example pins accounts %v, want the placeholder 111122223333", got)
 	}
 	for name, w := range want {
 		if diff := cmp.Diff(w, p.Rules(name), rulesOpts); diff != "" {
@@ -762,6 +767,8 @@ func TestExampleFile(t *testing.T) {
 		parent.AllowKey(""), parent.AllowKey("1234abcd-12ab-34cd-56ef-1234567890ab"),
 		parent.AllowKey("arn:aws:kms:eu-west-1:444455556666:key/1234abcd-12ab-34cd-56ef-1234567890ab"),
 		parent.AllowKey("alias/other"), parent.AllowEncryptionContext(nil), parent.AllowControl("info"),
+		parent.AllowAnsweredKey("alias/app-payments", "arn:aws:kms:eu-west-1:444455556666:key/1234abcd-12ab-34cd-56ef-1234567890ab"),
+		p.Rules(ListenerLocal).AllowAnsweredKey("alias/app-payments", "arn:aws:kms:eu-west-1:444455556666:key/1234abcd-12ab-34cd-56ef-1234567890ab"),
 	} {
 		var d *Denied
 		if !errors.As(err, &d) {

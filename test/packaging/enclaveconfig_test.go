@@ -97,6 +97,10 @@ func TestBakedPolicy(t *testing.T) {
 	if err := parent.AllowCredentialsPush(); err != nil {
 		t.Errorf("credentials push refused: %v", err)
 	}
+	// The parent chooses kmsproxyd's account unless the policy pins one.
+	if w := p.AccountsWarning(); w != "" {
+		t.Errorf("the baked policy pins no account: %s", w)
+	}
 	// The example policy must load too: operators start from it.
 	if _, err := policy.Parse(readRepoFile(t, "enclave/policy.example.yaml"), "enclave/policy.example.yaml"); err != nil {
 		t.Error(err)
