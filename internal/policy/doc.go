@@ -15,20 +15,32 @@
 //
 // # File format
 //
+//	kms:
+//	  accounts: ["111122223333"]                        # whose keys kmsproxyd may use
+//	  regions: [eu-west-1]                              # optional
 //	listeners:
 //	  parent:
 //	    operations: [Decrypt, GenerateDataKey]            # or ["*"]
 //	    keys: ["arn:aws:kms:*:111122223333:key/*", "alias/app-*"]
 //	    encryption_context: {tenant: "*"}
+//	    without_encryption_context: [GenerateRandom]
 //	    plaintext: true
 //	    credentials_push: true
 //	    control: [healthz, readyz, metrics, attestation]
+//	    max_inflight: 64
+//	    max_connections: 128
+//	    metrics_all_listeners: false
 //	  local:
 //	    operations: ["*"]
 //	    plaintext: true
 //
-// The only top-level key is listeners; the listener names are parent and
-// local. In a file, an omitted field denies:
+// The top level holds kms and listeners. kms (see Pin) names the 12-digit
+// AWS account IDs, quoted, and optionally the regions, whose keys kmsproxyd
+// may use: every key KMS answers with must be in them (AllowAnsweredKey),
+// and a region outside kms.regions stops kmsproxyd at start (AllowRegion).
+// Without kms.accounts the policy loads and AccountsWarning says that the
+// parent instance chooses the account. The listener names are parent and
+// local. In a listener, an omitted field denies:
 //
 //   - operations omitted: no operation. "*" allows every operation in
 //     AttestedOperations and PassThroughOperations; otherwise exact,
@@ -38,7 +50,12 @@
 //     An empty list is an error: omit the field to allow any key.
 //   - encryption_context omitted: no requirement. Otherwise every listed key
 //     must be in the request's encryption context with a value matching the
-//     glob ("*": present, any value).
+//     glob ("*": present, any value), and the operations that carry no
+//     encryption context (all but ContextOperations) are refused unless
+//     without_encryption_context names them.
+//   - without_encryption_context omitted: none. It is an error without
+//     encryption_context, and so is listing, under operations, an operation
+//     without a context that it does not name.
 //   - plaintext omitted: false, and attested operations (those whose answer
 //     carries plaintext) are refused on the listener. Listing an attested
 //     operation by name on a listener with plaintext false is an error,
@@ -46,6 +63,10 @@
 //   - credentials_push omitted: false (PUT /v1/credentials refused).
 //   - control omitted: [healthz, readyz]. An explicit [] allows none; "*"
 //     allows every name in ControlEndpoints.
+//   - max_inflight omitted: kmsproxyd's --max-inflight; max_connections
+//     omitted: DefaultMaxConnections. Each listener has its own.
+//   - metrics_all_listeners omitted: false: /metrics on the listener shows
+//     only its own series.
 //   - a listener absent from the file may do nothing but healthz and readyz.
 //
 // Patterns (keys, encryption context values) are globs in which "*" matches
@@ -65,15 +86,17 @@
 // Without a policy file kmsproxyd uses Default: both listeners may call every
 // operation on any key and receive plaintext, and the parent may push
 // credentials (the behaviour of AWS's kmstool-enclave-cli, which decrypts
-// whatever the parent sends). kmsproxyd logs DefaultWarning once at start.
+// whatever the parent sends); no account is pinned. kmsproxyd logs
+// Warnings once at start.
 //
 // # Evaluation
 //
 // kmsproxyd looks up the Rules of the listener a request arrived on and asks,
 // before calling KMS, AllowOperation, AllowPlaintext, AllowKey (for each key
 // the request names; not for GenerateRandom) and AllowEncryptionContext (for
-// operations that carry one), and, once KMS has answered and before any
-// plaintext leaves the enclave's memory, AllowAnsweredKey. Control requests
+// operations that carry one), and, once KMS has answered and before anything
+// of the answer leaves the enclave's memory, AllowAnsweredKey for each key
+// the answer names (every operation but GenerateRandom). Control requests
 // ask AllowControl, credential pushes AllowCredentialsPush. A refusal is a
 // *Denied whose message is fit for an AccessDeniedException. The package
 // does no logging and no I/O apart from Load reading the file; a Policy and
