@@ -69,7 +69,6 @@ const unpinnedPolicy = `listeners:
 type attacker struct {
 	devkms *process
 	port   int
-	sock   string // the parent's vsock-proxy stand-in, pointed here
 }
 
 func startAttacker(t *testing.T, s *stack) *attacker {
