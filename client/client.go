@@ -182,7 +182,11 @@ func GetInfo(ctx context.Context, enclave string) (*Info, error) {
 
 // AttestationRequest is the body of POST /v1/attestation: the fields a
 // remote verifier wants the enclave's NSM to sign into a fresh document.
-// Each is at most 1024 bytes (NSM's limit).
+// The nonce is at most 1024 bytes (NSM's limit) and is signed as it is. The
+// user data is at most 945 bytes: kmsproxyd signs it inside a structure
+// that names the listener the request came in on and says the bytes are
+// the caller's, so that no requested document reads as a statement of the
+// enclave (docs/security.md, "Requested attestation documents").
 type AttestationRequest struct {
 	Nonce    []byte `json:"nonce,omitempty"`
 	UserData []byte `json:"user_data,omitempty"`

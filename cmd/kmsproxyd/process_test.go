@@ -222,7 +222,7 @@ func TestDaemonServesAndDrains(t *testing.T) {
 		slow <- err
 	}()
 	// Once the request is in flight inside kmsproxyd, ask it to stop.
-	d.waitMetric(t, "kmsproxy_inflight_requests 1")
+	d.waitMetric(t, `kmsproxy_inflight_requests{listener="parent"} 1`)
 	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

@@ -205,7 +205,7 @@ func TestShutdownDrainsInFlight(t *testing.T) {
 		}()
 	}
 	if err := poll(5*time.Second, func() error {
-		n, err := metric(hc, "kmsproxy_inflight_requests")
+		n, err := metric(hc, `kmsproxy_inflight_requests{listener="parent"}`)
 		if err == nil && n < 4 {
 			err = fmt.Errorf("%v requests in flight", n)
 		}
