@@ -261,7 +261,7 @@ func TestDaemonSecondSignalStopsAtOnce(t *testing.T) {
 		_, err := c.GenerateRandom(ctx, &kms.GenerateRandomInput{NumberOfBytes: aws.Int32(8)})
 		slow <- err
 	}()
-	d.waitMetric(t, "kmsproxy_inflight_requests 1")
+	d.waitMetric(t, `kmsproxy_inflight_requests{listener="parent"} 1`)
 	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
