@@ -107,4 +107,3 @@ func openFiles(t testing.TB, pid int) int {
 	}
 	return len(entries)
 }
-
