@@ -169,8 +169,11 @@ func TestControlEndpoints(t *testing.T) {
 	if err := attestation.Verify(d, env.CA.Roots(), time.Now()); err != nil {
 		t.Fatalf("the document does not verify: %v", err)
 	}
-	if !bytes.Equal(d.Nonce, nonce) || string(d.UserData) != "who" || !bytes.Equal(d.PCRs[0], env.PCRs[0]) {
-		t.Errorf("document nonce %q, user data %q", d.Nonce, d.UserData)
+	// The user data comes back inside kmsproxyd's requested-attestation
+	// structure, naming the listener.
+	req, err := attestation.ParseRequested(d.UserData)
+	if err != nil || !bytes.Equal(d.Nonce, nonce) || string(req.Data) != "who" || req.Listener != "parent" || !bytes.Equal(d.PCRs[0], env.PCRs[0]) {
+		t.Errorf("document nonce %q, user data %q (%v)", d.Nonce, d.UserData, err)
 	}
 
 	hc, err := client.HTTPClient(env.ParentAddr)
