@@ -362,18 +362,20 @@ func TestParentChoosesTheAccount(t *testing.T) {
 					continue
 				}
 				for _, ac := range accountCalls(f.key, owned.CiphertextBlob) {
-					if ac.name == "ReEncrypt" {
-						// The key policy `kmsproxyctl policy generate`
-						// writes denies the role ReEncrypt (KMS's own
-						// refusal; kmsproxyd passed the answer on).
-						continue
-					}
 					got, err := ac.call(ctx, c)
-					if err != nil {
+					var ae smithy.APIError
+					switch {
+					case err == nil:
+						sc.AddSecret("owner's "+ac.name+" answer", got)
+					case (ac.name == "Encrypt" || ac.name == "ReEncrypt") && errors.As(err, &ae) &&
+						ae.ErrorCode() == "AccessDeniedException" && strings.HasPrefix(ae.ErrorMessage(), "User: "):
+						// The key policy `kmsproxyctl policy generate`
+						// writes denies the role everything but the
+						// attested operations: KMS's own refusal, which
+						// kmsproxyd passes on.
+					default:
 						t.Errorf("honest parent: %s, %s by %s: %v", l.name, ac.name, f.name, err)
-						continue
 					}
-					sc.AddSecret("owner's "+ac.name+" answer", got)
 				}
 			}
 		}
