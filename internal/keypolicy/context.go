@@ -4,6 +4,8 @@ import (
 	"encoding/hex"
 	"slices"
 	"strconv"
+
+	"github.com/enclavekit/kmsproxy/internal/attestation"
 )
 
 // Condition keys KMS fills in a request context and that devkms supports.
@@ -70,6 +72,33 @@ func NitroTPMAttestationContext(pcrs map[int][]byte) map[string][]string {
 		out[KeyNitroTPMPCRPrefix+strconv.Itoa(n)] = []string{hex.EncodeToString(v)}
 	}
 	return out
+}
+
+// DocumentContext returns the condition keys KMS derives from a verified
+// Recipient attestation document, by its kind: an enclave's document gives
+// kms:RecipientAttestation:ImageSha384 and :PCR<n> from its pcrs
+// (AttestationContext), an EC2 instance's NitroTPM document
+// kms:RecipientAttestation:NitroTPMPCR<n> from its nitrotpm_pcrs
+// (NitroTPMAttestationContext), and neither gives the other's keys. KMS
+// documents each set as "effective only when the Recipient parameter in the
+// request specifies a signed attestation document" from a Nitro enclave,
+// respectively from NitroTPM (KMS Developer Guide, "Condition keys for Nitro
+// Enclaves" and "Condition keys for NitroTPM"): an enclave's PCR4 (the
+// parent instance's ID) must never pass for an instance's NitroTPMPCR4
+// (its boot manager code), nor an instance's PCR0 for an enclave image's
+// ImageSha384. A nil document, or one of no known kind, gives no keys, so
+// every attestation condition sees them as absent.
+func DocumentContext(doc *attestation.Document) map[string][]string {
+	if doc == nil {
+		return map[string][]string{}
+	}
+	switch doc.Kind {
+	case attestation.KindEnclave:
+		return AttestationContext(doc.PCRs)
+	case attestation.KindNitroTPM:
+		return NitroTPMAttestationContext(doc.NitroTPMPCRs)
+	}
+	return map[string][]string{}
 }
 
 // EncryptionContext returns the condition keys KMS derives from a request's

@@ -1,6 +1,10 @@
 package keypolicy
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/enclavekit/kmsproxy/internal/attestation"
+)
 
 func TestAttestationContext(t *testing.T) {
 	tests := []struct {
@@ -117,5 +121,59 @@ func TestNitroTPMAttestationContext(t *testing.T) {
 	}
 	if ws := p.Warnings(); len(ws) != 0 {
 		t.Errorf("warnings for a known key: %v", ws)
+	}
+}
+
+// TestDocumentContext: each kind of document sets its own condition keys
+// and never the other kind's, so a value of one kind cannot satisfy a
+// condition written for the other: an enclave document whose PCR4 equals
+// an instance's boot measurement is still no NitroTPM document, and an
+// instance whose PCR0 equals an enclave image's digest is still no
+// enclave.
+func TestDocumentContext(t *testing.T) {
+	v := []byte{0xAB, 0x01}
+	enclave := &attestation.Document{Kind: attestation.KindEnclave, PCRs: map[int][]byte{0: v, 4: v}}
+	tpm := &attestation.Document{Kind: attestation.KindNitroTPM, NitroTPMPCRs: map[int][]byte{0: v, 4: v}}
+	tests := []struct {
+		name string
+		doc  *attestation.Document
+		want map[string][]string
+	}{
+		{"enclave", enclave, map[string][]string{
+			"kms:RecipientAttestation:ImageSha384": {"ab01"},
+			"kms:RecipientAttestation:PCR0":        {"ab01"},
+			"kms:RecipientAttestation:PCR4":        {"ab01"},
+		}},
+		{"NitroTPM", tpm, map[string][]string{
+			"kms:RecipientAttestation:NitroTPMPCR0": {"ab01"},
+			"kms:RecipientAttestation:NitroTPMPCR4": {"ab01"},
+		}},
+		{"no kind", &attestation.Document{PCRs: map[int][]byte{0: v}, NitroTPMPCRs: map[int][]byte{4: v}}, map[string][]string{}},
+		{"nil", nil, map[string][]string{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			diff(t, "DocumentContext", DocumentContext(tt.doc), tt.want)
+		})
+	}
+
+	policies := map[string]*Policy{
+		"instance": mustParse(t, document(`{"Effect":"Allow","Principal":{"AWS":"`+testRole+`"},"Action":"kms:Decrypt","Resource":"*","Condition":{"StringEqualsIgnoreCase":{"kms:RecipientAttestation:NitroTPMPCR4":"AB01"}}}`)),
+		"enclave":  mustParse(t, document(`{"Effect":"Allow","Principal":{"AWS":"`+testRole+`"},"Action":"kms:Decrypt","Resource":"*","Condition":{"StringEqualsIgnoreCase":{"kms:RecipientAttestation:ImageSha384":"AB01"}}}`)),
+	}
+	for _, c := range []struct {
+		policy string
+		doc    *attestation.Document
+		allow  bool
+	}{
+		{"instance", tpm, true},
+		{"instance", enclave, false},
+		{"enclave", enclave, true},
+		{"enclave", tpm, false},
+	} {
+		d := policies[c.policy].Evaluate(Request{Principal: testRole, Action: "kms:Decrypt", Resource: testKeyARN, Context: DocumentContext(c.doc)})
+		if d.Allowed != c.allow {
+			t.Errorf("%s policy, %s document: allowed = %v, want %v\n%s", c.policy, c.doc.Kind, d.Allowed, c.allow, d.Explain())
+		}
 	}
 }

@@ -18,10 +18,11 @@
 // misspelt action or condition key.
 //
 // It is a pure library: no logging and no I/O. The caller builds the request
-// context (the condition keys and their values) itself; AttestationContext,
-// NitroTPMAttestationContext, EncryptionContext and CallerContext build the
-// keys KMS derives from a Recipient attestation document, the encryption
-// context and the caller.
+// context (the condition keys and their values) itself; DocumentContext
+// (AttestationContext for an enclave's document, NitroTPMAttestationContext
+// for an instance's), EncryptionContext and CallerContext build the keys KMS
+// derives from a Recipient attestation document, the encryption context and
+// the caller.
 //
 // Where keypolicy departs from AWS KMS, it is stricter:
 //

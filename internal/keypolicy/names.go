@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/enclavekit/kmsproxy/internal/attestation"
 	"github.com/enclavekit/kmsproxy/internal/suggest"
 )
 
@@ -277,11 +278,61 @@ func (p *Policy) Warnings() []Warning {
 				}
 			}
 		}
+		if msg := mixedAttestationKinds(s); msg != "" {
+			add("%s", msg)
+		}
 		if !p.Identity && s.Effect == Allow && s.Principal != nil && s.Principal.wildcard() && len(s.Conditions) == 0 && s.Ineffective() == "" {
 			add("allows everyone (Principal \"*\") without a condition: any AWS principal, in any account, whose own IAM policies allow it may use the key")
 		}
 	}
 	return out
+}
+
+// mixedAttestationKinds says why an Allow statement that requires both an
+// enclave's attestation keys (kms:RecipientAttestation:ImageSha384, :PCR<n>)
+// and an instance's (:NitroTPMPCR<n>) never applies, or "". A Recipient
+// carries one document, of one kind, and KMS sets only that kind's keys
+// (DocumentContext), so conditions that need a value of each never hold
+// together. Negated operators, IfExists and ForAllValues hold without the
+// key, so only the other operators count.
+func mixedAttestationKinds(s *Statement) string {
+	if s.Effect != Allow {
+		return ""
+	}
+	var enclave, tpm string
+	for i := range s.Conditions {
+		c := &s.Conditions[i]
+		if c.op.negated() || c.op == opNull || c.IfExists || c.Qualifier == ForAllValues {
+			continue
+		}
+		switch attestationKind(c.Key) {
+		case attestation.KindEnclave:
+			if enclave == "" {
+				enclave = c.Key
+			}
+		case attestation.KindNitroTPM:
+			if tpm == "" {
+				tpm = c.Key
+			}
+		}
+	}
+	if enclave == "" || tpm == "" {
+		return ""
+	}
+	return fmt.Sprintf("its conditions need %s, a Nitro Enclave's, and %s, an EC2 instance's NitroTPM's: a request carries one attestation document, of one kind, so they never hold together and the statement never applies; write one statement per kind",
+		quote(enclave), quote(tpm))
+}
+
+// attestationKind says which kind of attestation document sets key: an
+// enclave's (ImageSha384, PCR<n>) or a NitroTPM's (NitroTPMPCR<n>), or 0.
+func attestationKind(key string) attestation.Kind {
+	if _, ok := cutPrefixFold(key, KeyNitroTPMPCRPrefix); ok {
+		return attestation.KindNitroTPM
+	}
+	if _, ok := cutPrefixFold(key, KeyPCRPrefix); ok || strings.EqualFold(key, KeyImageSha384) {
+		return attestation.KindEnclave
+	}
+	return 0
 }
 
 func isAttestationKey(key string) bool {

@@ -95,6 +95,12 @@ func TestWarnings(t *testing.T) {
 			[]string{`use StringEqualsIgnoreCase`}},
 		{"Allow for everyone without a condition", `{"Effect":"Allow","Principal":"*","Action":"kms:Decrypt","Resource":"*"}`,
 			[]string{`allows everyone (Principal "*") without a condition`}},
+		{"an enclave's and a NitroTPM's keys required together", `{"Sid":"Both","Effect":"Allow","Principal":{"AWS":"111122223333"},"Action":"kms:Decrypt","Resource":"*","Condition":{"StringEqualsIgnoreCase":{"kms:RecipientAttestation:ImageSha384":"ab","kms:RecipientAttestation:NitroTPMPCR4":"cd"}}}`,
+			[]string{`statement 0 (Sid "Both"): its conditions need "kms:RecipientAttestation:ImageSha384", a Nitro Enclave's, and "kms:RecipientAttestation:NitroTPMPCR4", an EC2 instance's NitroTPM's: a request carries one attestation document, of one kind, so they never hold together`}},
+		{"the two kinds in two operators of one Allow", `{"Effect":"Allow","Principal":{"AWS":"111122223333"},"Action":"kms:Decrypt","Resource":"*","Condition":{"StringLike":{"kms:RecipientAttestation:PCR8":"*"},"StringEquals":{"kms:RecipientAttestation:NitroTPMPCR12":"cd"}}}`,
+			[]string{`never hold together`}},
+		{"either kind admitted: IfExists and Not operators hold without the key", `{"Effect":"Allow","Principal":{"AWS":"111122223333"},"Action":"kms:Decrypt","Resource":"*","Condition":{"StringEqualsIgnoreCaseIfExists":{"kms:RecipientAttestation:ImageSha384":"ab"},"StringNotEqualsIgnoreCase":{"kms:RecipientAttestation:NitroTPMPCR4":"cd"},"StringEqualsIgnoreCase":{"kms:RecipientAttestation:NitroTPMPCR7":"ef"}}}`, nil},
+		{"a Deny may name both kinds", `{"Effect":"Deny","Principal":"*","Action":"kms:Decrypt","Resource":"*","Condition":{"StringEqualsIgnoreCase":{"kms:RecipientAttestation:PCR0":"ab","kms:RecipientAttestation:NitroTPMPCR4":"cd"}}}`, nil},
 		{"nothing to say", `{"Effect":"Allow","Principal":{"AWS":"111122223333"},"Action":["kms:Decrypt","kms:Generate*"],"Resource":"*","Condition":{"StringEqualsIgnoreCase":{"kms:RecipientAttestation:PCR0":"AB"}}}`, nil},
 	}
 	for _, tt := range tests {
