@@ -6,10 +6,14 @@
 // answers the KMS JSON 1.1 API (POST /, X-Amz-Target: TrentService.<Op>) the
 // way AWS KMS does, so unmodified AWS SDKs and the AWS CLI work against it
 // with an endpoint override, and it implements the attested path for real:
-// it verifies the attestation document in Recipient (COSE signature, chain to
-// a trusted root, freshness, an RSA public key), evaluates the key policy with
-// the kms:RecipientAttestation:* condition keys, and answers with
-// CiphertextForRecipient in the CMS layout AWS KMS emits and no plaintext.
+// it verifies the attestation document in Recipient, a Nitro Enclave's or an
+// EC2 instance's NitroTPM's (COSE signature, chain to a trusted root,
+// freshness, the module ID form of its kind, an RSA public key), evaluates
+// the key policy with the condition keys of the document's kind
+// (kms:RecipientAttestation:ImageSha384 and PCR<n> for an enclave,
+// NitroTPMPCR<n> for an instance, never the other's), logs the document as
+// KMS's CloudTrail records it, and answers with CiphertextForRecipient in
+// the CMS layout AWS KMS emits and no plaintext.
 //
 // Every request is authorized as KMS authorizes it (internal/keypolicy): the
 // key policy, the caller's identity-based (IAM) policies from an IAM

@@ -232,7 +232,7 @@ func (s *Server) deriveSharedSecret(c *call) (any, error) {
 	c.keyID = k.id
 	var rcpt *verifiedRecipient
 	if in.Recipient != nil {
-		if rcpt, err = s.recipient.verify(in.Recipient); err != nil {
+		if rcpt, err = s.verifyRecipient(c, in.Recipient); err != nil {
 			return nil, err
 		}
 	}
@@ -352,7 +352,7 @@ func (s *Server) generateDataKeyPairCommon(c *call, op string, keyID *string, sp
 	c.keyID = k.id
 	var rcpt *verifiedRecipient
 	if recipient != nil {
-		if rcpt, err = s.recipient.verify(recipient); err != nil {
+		if rcpt, err = s.verifyRecipient(c, recipient); err != nil {
 			return fail(err)
 		}
 	}

@@ -264,7 +264,7 @@ func (s *Server) decrypt(c *call) (any, error) {
 	c.keyID = k.id
 	var rcpt *verifiedRecipient
 	if in.Recipient != nil {
-		if rcpt, err = s.recipient.verify(in.Recipient); err != nil {
+		if rcpt, err = s.verifyRecipient(c, in.Recipient); err != nil {
 			return nil, err
 		}
 	}
@@ -440,7 +440,7 @@ func (s *Server) generateDataKeyCommon(c *call, op string, keyID *string, spec t
 	c.keyID = k.id
 	var rcpt *verifiedRecipient
 	if recipient != nil {
-		if rcpt, err = s.recipient.verify(recipient); err != nil {
+		if rcpt, err = s.verifyRecipient(c, recipient); err != nil {
 			return nil, nil, nil, nil, err
 		}
 	}
@@ -521,7 +521,7 @@ func (s *Server) generateRandom(c *call) (any, error) {
 	var rcpt *verifiedRecipient
 	if in.Recipient != nil {
 		var err error
-		if rcpt, err = s.recipient.verify(in.Recipient); err != nil {
+		if rcpt, err = s.verifyRecipient(c, in.Recipient); err != nil {
 			return nil, err
 		}
 	}

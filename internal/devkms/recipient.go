@@ -1,15 +1,15 @@
 package devkms
 
 import (
-	"crypto/ecdh"
-	"crypto/ecdsa"
-	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -38,8 +38,8 @@ const maxCachedDocuments = 1024
 const recipientMessagePrefix = "Invalid Recipient: "
 
 // verifiedRecipient is what a verified attestation document contributes to a
-// request: the public key to encrypt to and the condition keys for the key
-// policy.
+// request: the public key to encrypt to, the condition keys for the key
+// policy and what the request log says about the document.
 type verifiedRecipient struct {
 	pub       *rsa.PublicKey
 	context   map[string][]string
@@ -47,6 +47,9 @@ type verifiedRecipient struct {
 	// validUntil is the earliest NotAfter of the document's certificates:
 	// a cached verification stops counting then.
 	validUntil time.Time
+	// trail is what KMS's CloudTrail records of the document
+	// (cloudTrailRecipient), for the request log.
+	trail []slog.Attr
 }
 
 // recipientVerifier verifies Recipient attestation documents and caches the
@@ -99,6 +102,18 @@ func (v *recipientVerifier) verify(r *types.RecipientInfo) (*verifiedRecipient, 
 	return vr, nil
 }
 
+// verifyRecipient verifies a request's Recipient and keeps what KMS's
+// CloudTrail would record of its document for the request log, whether
+// the request is then allowed or not.
+func (s *Server) verifyRecipient(c *call, r *types.RecipientInfo) (*verifiedRecipient, error) {
+	vr, err := s.recipient.verify(r)
+	if err != nil {
+		return nil, err
+	}
+	c.recipient = vr.trail
+	return vr, nil
+}
+
 func (v *recipientVerifier) checkFresh(ts, now time.Time) error {
 	if age := now.Sub(ts); age > v.maxAge {
 		return recipientError("the attestation document is too old: it was created at %s, %s ago, and devkms accepts documents up to %s old (--max-attestation-age)",
@@ -111,30 +126,25 @@ func (v *recipientVerifier) checkFresh(ts, now time.Time) error {
 	return nil
 }
 
-// verifyDocument parses and verifies a document and extracts its RSA key.
+// verifyDocument parses and verifies a document of either kind, a Nitro
+// Enclave's or an EC2 instance's NitroTPM's (KMS takes both in Recipient:
+// "AWS KMS verifies that the attestation document came from a valid source
+// (either a Nitro enclave or NitroTPM)", KMS Developer Guide,
+// "Cryptographic attestation support in AWS KMS"), and extracts its RSA key
+// and the condition keys of its kind.
 func (v *recipientVerifier) verifyDocument(b []byte, now time.Time) (*verifiedRecipient, error) {
+	// Parse also checks that module_id has the form of the document's
+	// kind, and that the document is of exactly one kind.
 	doc, err := attestation.Parse(b)
 	if err != nil {
 		return nil, recipientError("the attestation document is malformed: %s", attestationReason(err))
 	}
 	if err := attestation.Verify(doc, v.roots, now); err != nil {
-		return nil, recipientError("the attestation document does not verify: %s", attestationReason(err))
+		return nil, recipientError("the %s attestation document does not verify: %s", doc.Kind, attestationReason(err))
 	}
-	if doc.PublicKey == nil {
-		return nil, recipientError("the attestation document has no public_key; KMS needs the enclave's RSA public key to encrypt the response")
-	}
-	pk, err := x509.ParsePKIXPublicKey(doc.PublicKey)
+	pub, err := attestation.RecipientKey(doc)
 	if err != nil {
-		return nil, recipientError("the attestation document's public_key is not a DER SubjectPublicKeyInfo: %v", err)
-	}
-	pub, ok := pk.(*rsa.PublicKey)
-	if !ok {
-		return nil, recipientError("the attestation document's public_key is not an RSA key (it is %s); KMS encrypts with RSAES_OAEP_SHA_256 and needs an RSA key", keyTypeName(pk))
-	}
-	switch bits := pub.N.BitLen(); bits {
-	case 2048, 3072, 4096:
-	default:
-		return nil, recipientError("the attestation document's public_key is an RSA-%d key; devkms accepts RSA keys of 2048, 3072 or 4096 bits", bits)
+		return nil, recipientError("the %s attestation document's public_key cannot receive KMS's answer: %s", doc.Kind, attestationReason(err))
 	}
 	validUntil := now.Add(24 * time.Hour)
 	if leaf := doc.LeafCertificate(); leaf != nil && leaf.NotAfter.Before(validUntil) {
@@ -142,10 +152,78 @@ func (v *recipientVerifier) verifyDocument(b []byte, now time.Time) (*verifiedRe
 	}
 	return &verifiedRecipient{
 		pub:        pub,
-		context:    keypolicy.AttestationContext(doc.PCRs),
+		context:    keypolicy.DocumentContext(doc),
 		timestamp:  doc.Timestamp,
 		validUntil: validUntil,
+		trail:      cloudTrailRecipient(doc),
 	}, nil
+}
+
+// enclaveTrailPCRs are the PCRs besides PCR0 (the image digest) that KMS's
+// CloudTrail records for an enclave's document: PCR1, PCR2, PCR3, PCR4 and
+// PCR8, in every example AWS documents (KMS Developer Guide, "Monitoring
+// requests for Nitro enclaves") and in real entries that people have
+// published (a real Decrypt's recipient holds ImageDigest and PCR1, 2, 3, 4
+// and 8, PCR8 all zero for an unsigned image).
+var enclaveTrailPCRs = []int{1, 2, 3, 4, 8}
+
+// cloudTrailRecipient returns what KMS's CloudTrail records of a Recipient
+// document in additionalEventData.recipient, under the same field names,
+// so that a devkms log line can be read (and searched) like the CloudTrail
+// entry of the same request:
+//
+//   - an enclave's: attestationDocumentModuleId,
+//     attestationDocumentEnclaveImageDigest (PCR0) and
+//     attestationDocumentEnclavePCR<n> (KMS Developer Guide, "Monitoring
+//     requests for Nitro enclaves");
+//   - a NitroTPM's: attestationDocumentModuleId and
+//     attestationDocumentNitroTPMPCR<n> (KMS Developer Guide, "Monitoring
+//     requests for NitroTPM"). AWS's example shows PCR4, 7, 8, 9, 16 and
+//     23 and does not say which PCRs it records; devkms records every PCR
+//     that holds a measurement, that is, every one that differs from the
+//     value a TPM resets it to (all zeros, or all ones for PCR17-22), so
+//     PCR4, 7 and 12 of an Attestable AMI always appear.
+//
+// CloudTrail writes PCR values in base64 (published real entries hold 64
+// characters, such as "O0p+...l00D", for a 48-byte PCR, where AWS's
+// examples only show placeholders); devkms does the same. Nothing
+// here is secret: module IDs and measurements.
+func cloudTrailRecipient(doc *attestation.Document) []slog.Attr {
+	attrs := []slog.Attr{slog.String("attestationDocumentModuleId", doc.ModuleID)}
+	b64 := base64.StdEncoding.EncodeToString
+	switch doc.Kind {
+	case attestation.KindEnclave:
+		attrs = append(attrs, slog.String("attestationDocumentEnclaveImageDigest", b64(doc.PCRs[0])))
+		for _, i := range enclaveTrailPCRs {
+			if v, ok := doc.PCRs[i]; ok {
+				attrs = append(attrs, slog.String("attestationDocumentEnclavePCR"+strconv.Itoa(i), b64(v)))
+			}
+		}
+	case attestation.KindNitroTPM:
+		for i := range attestation.NitroTPMPCRCount {
+			if v, ok := doc.NitroTPMPCRs[i]; ok && !atResetValue(i, v) {
+				attrs = append(attrs, slog.String("attestationDocumentNitroTPMPCR"+strconv.Itoa(i), b64(v)))
+			}
+		}
+	}
+	return attrs
+}
+
+// atResetValue reports whether NitroTPM PCR i holds the value a TPM resets
+// it to, i.e. nothing was measured into it: all ones for PCR17-22 (the
+// locality-restricted PCRs of the TCG PC Client Platform TPM Profile), all
+// zeros for the others.
+func atResetValue(i int, v []byte) bool {
+	var reset byte
+	if i >= 17 && i <= 22 {
+		reset = 0xff
+	}
+	for _, c := range v {
+		if c != reset {
+			return false
+		}
+	}
+	return true
 }
 
 func (v *recipientVerifier) remember(sum [32]byte, vr *verifiedRecipient) {
@@ -170,18 +248,6 @@ func attestationReason(err error) string {
 		return ae.Error()
 	}
 	return "unreadable document"
-}
-
-func keyTypeName(pk any) string {
-	switch pk.(type) {
-	case *ecdsa.PublicKey:
-		return "an ECDSA key"
-	case ed25519.PublicKey:
-		return "an Ed25519 key"
-	case *ecdh.PublicKey:
-		return "an X25519 key"
-	}
-	return fmt.Sprintf("a %T", pk)
 }
 
 // envelope encrypts secret for the verified recipient in the CMS layout KMS

@@ -110,15 +110,15 @@ func TestRecipientChecks(t *testing.T) {
 		{"beyond the clock skew limit", docAt(t, ca, now, now.Add(devkms.MaxAttestationClockSkew+time.Millisecond), rsaPub), "RSAES_OAEP_SHA_256",
 			"Invalid Recipient: the attestation document's timestamp"},
 		{"untrusted root", docAt(t, otherCA, now, now, rsaPub), "RSAES_OAEP_SHA_256",
-			"Invalid Recipient: the attestation document does not verify: attestation: untrusted certificate chain"},
-		{"bad signature", badSig, "RSAES_OAEP_SHA_256", "Invalid Recipient: the attestation document does not verify: attestation: "},
+			"Invalid Recipient: the Nitro Enclave attestation document does not verify: attestation: untrusted certificate chain"},
+		{"bad signature", badSig, "RSAES_OAEP_SHA_256", "Invalid Recipient: the Nitro Enclave attestation document does not verify: attestation: bad signature"},
 		{"ECDSA public key", docAt(t, ca, now, now, spki(t, &ecKey.PublicKey)), "RSAES_OAEP_SHA_256",
-			"Invalid Recipient: the attestation document's public_key is not an RSA key (it is an ECDSA key)"},
+			"Invalid Recipient: the Nitro Enclave attestation document's public_key cannot receive KMS's answer: attestation: unusable recipient public key: public_key is a ECDSA key; KMS encrypts to RSA keys only"},
 		{"RSA-1024 public key", docAt(t, ca, now, now, spki(t, &small.PublicKey)), "RSAES_OAEP_SHA_256",
-			"Invalid Recipient: the attestation document's public_key is an RSA-1024 key; devkms accepts RSA keys of 2048, 3072 or 4096 bits"},
-		{"no public key", docAt(t, ca, now, now, nil), "RSAES_OAEP_SHA_256", "Invalid Recipient: the attestation document has no public_key"},
+			"Invalid Recipient: the Nitro Enclave attestation document's public_key cannot receive KMS's answer: attestation: unusable recipient public key: public_key is an RSA-1024 key; want 2048, 3072 or 4096 bits"},
+		{"no public key", docAt(t, ca, now, now, nil), "RSAES_OAEP_SHA_256", "Invalid Recipient: the Nitro Enclave attestation document's public_key cannot receive KMS's answer: attestation: unusable recipient public key: the document has no public_key"},
 		{"public key not DER", docAt(t, ca, now, now, []byte("not a key")), "RSAES_OAEP_SHA_256",
-			"Invalid Recipient: the attestation document's public_key is not a DER SubjectPublicKeyInfo"},
+			"Invalid Recipient: the Nitro Enclave attestation document's public_key cannot receive KMS's answer: attestation: unusable recipient public key: public_key (9 bytes) is not a DER SubjectPublicKeyInfo"},
 		{"not an attestation document", []byte{0xa0}, "RSAES_OAEP_SHA_256", "Invalid Recipient: the attestation document is malformed: attestation: "},
 		{"empty document", []byte{}, "RSAES_OAEP_SHA_256", "Value at 'recipient.attestationDocument' failed to satisfy constraint: Member must have length greater than or equal to 1"},
 		{"other key encryption algorithm", good, "RSAES_OAEP_SHA_1", "Value 'RSAES_OAEP_SHA_1' at 'recipient.keyEncryptionAlgorithm' failed to satisfy constraint: Member must satisfy enum value set: [RSAES_OAEP_SHA_256]"},
@@ -147,7 +147,7 @@ func TestRecipientChecks(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err = c.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: enc.CiphertextBlob, Recipient: &types.RecipientInfo{AttestationDocument: badSig}})
-		wantAPIError(t, err, "ValidationException", "Invalid Recipient: the attestation document does not verify")
+		wantAPIError(t, err, "ValidationException", "Invalid Recipient: the Nitro Enclave attestation document does not verify")
 	})
 
 	t.Run("cached documents are still checked for freshness", func(t *testing.T) {

@@ -312,6 +312,10 @@ type call struct {
 	// denial says why authorization refused the request: the layer, the
 	// statement or grant and the condition that decided (logged).
 	denial string
+	// recipient is what KMS's CloudTrail records of the request's
+	// verified Recipient document (additionalEventData.recipient), for
+	// the request log.
+	recipient []slog.Attr
 	// secrets are plaintext buffers of this request, zeroed once the
 	// answer is written.
 	secrets [][]byte
@@ -397,6 +401,9 @@ func (s *Server) logRequest(c *call, err error, d time.Duration) {
 	}
 	if c.keyID != "" {
 		attrs = append(attrs, slog.String("key", c.keyID))
+	}
+	if c.recipient != nil {
+		attrs = append(attrs, slog.Attr{Key: "recipient", Value: slog.GroupValue(c.recipient...)})
 	}
 	level := slog.LevelInfo
 	if err != nil {
