@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 
+	"github.com/enclavekit/kmsproxy/internal/attestation"
 	"github.com/enclavekit/kmsproxy/internal/keypolicy"
 )
 
@@ -294,19 +295,22 @@ func TestParsePCRList(t *testing.T) {
 	tests := []struct {
 		name    string
 		in      string
+		count   int
 		want    []int
 		wantErr bool
 	}{
-		{name: "list", in: "0,1,2", want: []int{0, 1, 2}},
-		{name: "unsorted with duplicates and PCR prefix", in: "8, PCR2,0,2", want: []int{0, 2, 8}},
-		{name: "highest", in: "15", want: []int{15}},
-		{name: "past the last PCR", in: "16", wantErr: true},
-		{name: "negative", in: "-1", wantErr: true},
-		{name: "empty item", in: "0,,1", wantErr: true},
+		{name: "list", in: "0,1,2", count: attestation.PCRCount, want: []int{0, 1, 2}},
+		{name: "unsorted with duplicates and PCR prefix", in: "8, PCR2,0,2", count: attestation.PCRCount, want: []int{0, 2, 8}},
+		{name: "highest", in: "15", count: attestation.PCRCount, want: []int{15}},
+		{name: "past the last PCR", in: "16", count: attestation.PCRCount, wantErr: true},
+		{name: "a NitroTPM's highest", in: "4,12,23", count: attestation.NitroTPMPCRCount, want: []int{4, 12, 23}},
+		{name: "past a NitroTPM's last PCR", in: "24", count: attestation.NitroTPMPCRCount, wantErr: true},
+		{name: "negative", in: "-1", count: attestation.PCRCount, wantErr: true},
+		{name: "empty item", in: "0,,1", count: attestation.PCRCount, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := parsePCRList(tt.in)
+			got, err := parsePCRList(tt.in, tt.count)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
 			}

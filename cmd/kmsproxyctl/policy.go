@@ -13,7 +13,6 @@ import (
 
 	"github.com/enclavekit/kmsproxy/internal/attestation"
 	"github.com/enclavekit/kmsproxy/internal/keypolicy"
-	"github.com/enclavekit/kmsproxy/internal/nsmsim"
 )
 
 // attestedActions are the KMS operations on a key that accept a Recipient
@@ -187,15 +186,15 @@ func regionPartition(region string) string {
 	return "aws"
 }
 
-// parsePCRList parses --pcrs "0,1,2".
-func parsePCRList(s string) ([]int, error) {
+// parsePCRList parses --pcrs "0,1,2": PCR numbers below count.
+func parsePCRList(s string, count int) ([]int, error) {
 	var out []int
 	seen := map[int]bool{}
 	for _, p := range strings.Split(s, ",") {
 		p = strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(p)), "PCR")
 		n, err := strconv.Atoi(p)
-		if err != nil || n < 0 || n >= attestation.PCRCount {
-			return nil, usageErrorf("--pcrs %q: want a comma-separated list of PCR numbers from 0 to %d", s, attestation.PCRCount-1)
+		if err != nil || n < 0 || n >= count {
+			return nil, usageErrorf("--pcrs %q: want a comma-separated list of PCR numbers from 0 to %d", s, count-1)
 		}
 		if !seen[n] {
 			seen[n] = true
@@ -208,6 +207,9 @@ func parsePCRList(s string) ([]int, error) {
 
 // policyOptions are the choices of policy generate.
 type policyOptions struct {
+	// kind is the attestation the key is bound to: an enclave's or an
+	// instance's NitroTPM's.
+	kind                     attestation.Kind
 	role, account, partition string
 	// lock leaves out every way to change the key policy.
 	lock bool
@@ -215,14 +217,68 @@ type policyOptions struct {
 	roleEncrypt bool
 }
 
-// generatePolicy builds the key policy for an enclave image. No principal,
-// the account's administrators included, may use an operation that returns
-// a secret without an attestation document whose ImageSha384 and chosen
-// PCRs match; the role may do nothing else at all; nobody may grant the key,
-// re-encrypt out of it, import material into it, replicate it or move its
-// aliases; and the administrators keep managing it (changing its policy too,
-// unless lock). docs/security.md explains each statement and the threat it
-// answers.
+// policyNames are the words of a generated policy that differ by kind.
+type policyNames struct {
+	id, allowUse, roleEncrypt, roleElse, paths string
+}
+
+var kindNames = map[attestation.Kind]policyNames{
+	attestation.KindEnclave: {
+		id:          "kmsproxy-enclave-key-policy",
+		allowUse:    "AllowAttestedEnclaveUse",
+		roleEncrypt: "AllowEnclaveRoleToEncrypt",
+		roleElse:    "DenyEnclaveRoleEverythingElse",
+		paths:       "DenyEveryonePathsAroundTheEnclave",
+	},
+	attestation.KindNitroTPM: {
+		id:          "kmsproxy-instance-key-policy",
+		allowUse:    "AllowAttestedInstanceUse",
+		roleEncrypt: "AllowInstanceRoleToEncrypt",
+		roleElse:    "DenyInstanceRoleEverythingElse",
+		paths:       "DenyEveryonePathsAroundTheInstance",
+	},
+}
+
+// attestationValues returns the condition keys a key policy of the kind
+// requires, with their values in lower-case hex (KMS's form, "a lower-case
+// hexadecimal string", KMS Developer Guide, "Condition keys for
+// NitroTPM"), and the order of the Deny statements: for an enclave,
+// kms:RecipientAttestation:ImageSha384 (PCR0) and :PCR<n> for each other
+// chosen PCR (PCR0 is ImageSha384: one Deny covers both); for an
+// instance, kms:RecipientAttestation:NitroTPMPCR<n> for each chosen PCR.
+func attestationValues(kind attestation.Kind, pcrs map[int][]byte, chosen []int) (map[string]string, []string) {
+	values := map[string]string{}
+	var order []string
+	if kind == attestation.KindNitroTPM {
+		for _, i := range chosen {
+			k := keypolicy.KeyNitroTPMPCRPrefix + strconv.Itoa(i)
+			values[k] = hex.EncodeToString(pcrs[i])
+			order = append(order, k)
+		}
+		return values, order
+	}
+	values[keypolicy.KeyImageSha384] = hex.EncodeToString(pcrs[0])
+	order = append(order, keypolicy.KeyImageSha384)
+	for _, i := range chosen {
+		k := keypolicy.KeyPCRPrefix + strconv.Itoa(i)
+		values[k] = hex.EncodeToString(pcrs[i])
+		if i != 0 {
+			order = append(order, k)
+		}
+	}
+	return values, order
+}
+
+// generatePolicy builds the key policy for an enclave image, or for the
+// boot of an instance that attests with its NitroTPM (o.kind). No
+// principal, the account's administrators included, may use an operation
+// that returns a secret without an attestation document of that kind whose
+// measured values match (ImageSha384 and the chosen PCRs of an enclave,
+// the chosen NitroTPM PCRs of an instance); the role may do nothing else at
+// all; nobody may grant the key, re-encrypt out of it, import material
+// into it, replicate it or move its aliases; and the administrators keep
+// managing it (changing its policy too, unless lock). docs/security.md
+// explains each statement and the threat it answers.
 //
 // How KMS combines these (KMS Developer Guide, "Key policies in AWS KMS"
 // and "Default key policy"): a statement that names the account root
@@ -233,12 +289,11 @@ type policyOptions struct {
 // and never denied, in a key policy, IAM policy, or grant", so every Deny
 // here beats any IAM policy and any grant.
 func generatePolicy(pcrs map[int][]byte, chosen []int, o policyOptions) keyPolicy {
-	values := map[string]string{
-		keypolicy.KeyImageSha384: hex.EncodeToString(pcrs[0]),
+	if o.kind == 0 {
+		o.kind = attestation.KindEnclave
 	}
-	for _, i := range chosen {
-		values[keypolicy.KeyPCRPrefix+strconv.Itoa(i)] = hex.EncodeToString(pcrs[i])
-	}
+	names := kindNames[o.kind]
+	values, denyKeys := attestationValues(o.kind, pcrs, chosen)
 	admin := adminActions
 	if o.lock {
 		admin = slices.DeleteFunc(slices.Clone(adminActions), func(a string) bool { return a == "kms:PutKeyPolicy" })
@@ -250,7 +305,7 @@ func generatePolicy(pcrs map[int][]byte, chosen []int, o policyOptions) keyPolic
 	role := map[string]string{"AWS": o.role}
 	p := keyPolicy{
 		Version: keypolicy.Version2012,
-		ID:      "kmsproxy-enclave-key-policy",
+		ID:      names.id,
 		Statement: []policyStatement{
 			{
 				Sid:       "AllowKeyAdministrationByAccountAdministrators",
@@ -260,7 +315,7 @@ func generatePolicy(pcrs map[int][]byte, chosen []int, o policyOptions) keyPolic
 				Resource:  "*",
 			},
 			{
-				Sid:       "AllowAttestedEnclaveUse",
+				Sid:       names.allowUse,
 				Effect:    "Allow",
 				Principal: role,
 				Action:    attestedActions,
@@ -271,18 +326,18 @@ func generatePolicy(pcrs map[int][]byte, chosen []int, o policyOptions) keyPolic
 	}
 	if o.roleEncrypt {
 		p.Statement = append(p.Statement, policyStatement{
-			Sid:       "AllowEnclaveRoleToEncrypt",
+			Sid:       names.roleEncrypt,
 			Effect:    "Allow",
 			Principal: role,
 			Action:    roleEncryptActions,
 			Resource:  "*",
 		})
 	}
-	// The role is the parent instance's: whatever its IAM policies say
-	// (kms:* included), it may do nothing with this key but what the
-	// statements above allow.
+	// The role is the parent instance's (or the attested instance's own):
+	// whatever its IAM policies say (kms:* included), it may do nothing
+	// with this key but what the statements above allow.
 	p.Statement = append(p.Statement, policyStatement{
-		Sid:       "DenyEnclaveRoleEverythingElse",
+		Sid:       names.roleElse,
 		Effect:    "Deny",
 		Principal: role,
 		NotAction: roleMay,
@@ -291,13 +346,8 @@ func generatePolicy(pcrs map[int][]byte, chosen []int, o policyOptions) keyPolic
 	// One Deny per measured value, for every principal: the keys of one
 	// condition are ANDed, and a Deny must fire when any single value
 	// differs. StringNotEqualsIgnoreCase holds when the key is absent, so a
-	// call without attestation is refused too.
-	denyKeys := []string{keypolicy.KeyImageSha384}
-	for _, i := range chosen {
-		if i != 0 { // PCR0 is ImageSha384: one Deny covers both
-			denyKeys = append(denyKeys, keypolicy.KeyPCRPrefix+strconv.Itoa(i))
-		}
-	}
+	// call without attestation, or with a document of the other kind (which
+	// sets none of these keys), is refused too.
 	for _, k := range denyKeys {
 		name := strings.TrimPrefix(k, "kms:RecipientAttestation:")
 		p.Statement = append(p.Statement, policyStatement{
@@ -311,7 +361,7 @@ func generatePolicy(pcrs map[int][]byte, chosen []int, o policyOptions) keyPolic
 	}
 	p.Statement = append(p.Statement,
 		policyStatement{
-			Sid:       "DenyEveryonePathsAroundTheEnclave",
+			Sid:       names.paths,
 			Effect:    "Deny",
 			Principal: "*",
 			Action:    bypassActions,
@@ -338,23 +388,43 @@ func generatePolicy(pcrs map[int][]byte, chosen []int, o policyOptions) keyPolic
 	return p
 }
 
+// bootPCRs are the NitroTPM PCRs that measure what an instance boots: PCR4
+// the boot manager code (for an Attestable AMI, the Unified Kernel Image)
+// and PCR7 the Secure Boot policy ("PCR4 and PCR12 can be used to validate
+// with standard boot, and PCR7 can be used to validate with Secure Boot",
+// EC2 User Guide, "NitroTPM Attestation Document contents"). A NitroTPM key
+// policy must require one of them: PCR12 alone is only a command line,
+// and PCR0 and PCR1 "will always contain constant values".
+var bootPCRs = []int{4, 7}
+
 func runPolicyGenerate(ctx context.Context, e *env, args []string) error {
-	f := newFlags("policy generate", "--measurements FILE --role ARN [flags]",
+	f := newFlags("policy generate", "(--measurements FILE | --pcr N=HEX ...) --role ARN [--kind nitrotpm] [flags]",
 		`Write a KMS key policy (JSON, on stdout) that binds a key to an enclave
-image, from the measurements "nitro-cli build-enclave" prints. Nobody can
-get a secret out of the key without the enclave:
+image, from the measurements "nitro-cli build-enclave" prints, or with
+--kind nitrotpm to the boot of an EC2 instance that attests with its
+NitroTPM (an Attestable AMI), from what "nitro-tpm-pcr-compute" prints.
+Nobody can get a secret out of the key without that attestation:
 
   - the account's administrators (principals whose IAM policies allow it)
     may manage the key and encrypt to it, but not decrypt with it;
-  - the role (the parent instance's role, which signs kmsproxyd's calls) may
-    call Decrypt, GenerateDataKey, GenerateDataKeyPair and DeriveSharedSecret
-    only with an attestation document whose ImageSha384 (PCR0) and chosen
-    PCRs match, and nothing else;
+  - the role (the parent instance's role, or the attested instance's own,
+    which signs kmsproxyd's calls) may call Decrypt, GenerateDataKey,
+    GenerateDataKeyPair and DeriveSharedSecret only with an attestation
+    document whose values match, and nothing else: an enclave's
+    ImageSha384 (PCR0) and chosen PCRs (kms:RecipientAttestation:PCR<n>),
+    or an instance's chosen NitroTPM PCRs
+    (kms:RecipientAttestation:NitroTPMPCR<n>; PCR4 and PCR12 for a
+    standard boot, PCR7 for Secure Boot);
   - Deny statements refuse those operations to every principal whose request
-    carries no such attestation, and refuse everyone CreateGrant,
-    ReEncryptFrom, ImportKeyMaterial, ReplicateKey, UpdateAlias and
-    DeleteAlias, so no IAM policy, grant or alias can route around the
-    enclave.
+    carries no such attestation (a document of the other kind carries
+    none), and refuse everyone CreateGrant, ReEncryptFrom,
+    ImportKeyMaterial, ReplicateKey, UpdateAlias and DeleteAlias, so no IAM
+    policy, grant or alias can route around the attestation.
+
+PCR values can also be given, or replaced, one by one with --pcr. A PCR
+that holds the value it has before anything is measured (all zeros: a
+debug-mode enclave, or a NitroTPM PCR nothing was extended into) is
+refused: anything would match it.
 
 The administrators can still replace the policy. With --lock they cannot:
 nobody can ever change the policy again (not even AWS support); install it
@@ -364,18 +434,25 @@ docs/security.md explains every statement.
 Check it with "kmsproxyctl policy check" before "aws kms put-key-policy".`,
 		`  nitro-cli build-enclave --docker-uri kmsproxyd:latest --output-file kmsproxyd.eif > measurements.json
   kmsproxyctl policy generate --measurements measurements.json --role arn:aws:iam::111122223333:role/enclave-parent > key-policy.json
-  aws kms put-key-policy --key-id $KEY --policy-name default --policy file://key-policy.json`)
+  aws kms put-key-policy --key-id $KEY --policy-name default --policy file://key-policy.json
+  nitro-tpm-pcr-compute --image kmsproxy-instance.efi > instance-measurements.json
+  kmsproxyctl policy generate --kind nitrotpm --measurements instance-measurements.json --pcrs 4,12 \
+      --role arn:aws:iam::111122223333:role/kmsproxy-instance > instance-key-policy.json`)
 	var (
 		measurements, role, account, pcrList, region string
 		lock, roleEncrypt                            bool
+		pcrValues                                    stringsFlag
+		kind                                         = newKindFlag()
 	)
-	f.StringVar(&measurements, "measurements", "", "nitro-cli measurements JSON `FILE` (build-enclave or describe-eif output)")
-	f.StringVar(&role, "role", "", "IAM role `ARN` whose credentials kmsproxyd uses (the parent instance's role)")
+	f.Var(&kind, "kind", "what the key is bound to, `KIND`: enclave (a Nitro Enclave image) or nitrotpm (the boot of an EC2 instance, its NitroTPM PCRs)")
+	f.StringVar(&measurements, "measurements", "", "measurements JSON `FILE`: nitro-cli's (build-enclave or describe-eif) for an enclave, nitro-tpm-pcr-compute's with --kind nitrotpm")
+	f.Var(&pcrValues, "pcr", "add or replace a measured PCR, `N=HEX` (repeatable; e.g. an instance's PCR4 and PCR12 without a measurements file)")
+	f.StringVar(&role, "role", "", "IAM role `ARN` whose credentials kmsproxyd uses (the parent instance's role; with --kind nitrotpm the instance's)")
 	f.StringVar(&account, "account", "", "account `ID` whose administrators manage the key (default: the role's account)")
-	f.StringVar(&pcrList, "pcrs", "", "PCRs to require besides ImageSha384, as `LIST` like 0,1,2 (default: every PCR in the measurements)")
+	f.StringVar(&pcrList, "pcrs", "", "PCRs to require (an enclave's besides ImageSha384), as `LIST` like 0,1,2 (default: every PCR measured)")
 	f.StringVar(&region, "region", "", "the key's `REGION`, checked against the role's partition (cn-* is aws-cn, us-gov-* aws-us-gov)")
 	f.BoolVar(&lock, "lock", false, "leave no way to change the key policy, for anyone, ever (install with --bypass-policy-lockout-safety-check)")
-	f.BoolVar(&roleEncrypt, "role-encrypt", false, "also let the role call Encrypt and GenerateDataKeyWithoutPlaintext without attestation (the parent can then make ciphertexts the enclave accepts)")
+	f.BoolVar(&roleEncrypt, "role-encrypt", false, "also let the role call Encrypt and GenerateDataKeyWithoutPlaintext without attestation (whoever holds its credentials can then make ciphertexts kmsproxyd accepts)")
 	pos, err := f.parse(e, args)
 	if err != nil {
 		return err
@@ -383,9 +460,10 @@ Check it with "kmsproxyctl policy check" before "aws kms put-key-policy".`,
 	if err := f.noArgs(pos); err != nil {
 		return err
 	}
+	k := kind.value()
 	switch {
-	case measurements == "":
-		return f.usageError("missing --measurements")
+	case measurements == "" && len(pcrValues) == 0:
+		return f.usageError("missing --measurements (or --pcr)")
 	case role == "":
 		return f.usageError("missing --role")
 	}
@@ -401,12 +479,32 @@ Check it with "kmsproxyctl policy check" before "aws kms put-key-policy".`,
 	if region != "" && regionPartition(region) != r.partition {
 		return f.usageError("--region %s is in partition %s but the role is in %s", region, regionPartition(region), r.partition)
 	}
-	pcrs, err := loadMeasurements(measurements)
+	overrides, err := parsePCRExpectations("pcr", pcrValues)
 	if err != nil {
 		return err
 	}
-	if _, ok := pcrs[0]; !ok {
-		return fmt.Errorf("--measurements %s has no PCR0, the image measurement (ImageSha384)", measurements)
+	// source names where the PCRs come from in messages; file is the
+	// measurements file, or the --pcr values.
+	source, file, has := "the --pcr values", "the --pcr values", "have"
+	pcrs := map[int][]byte{}
+	if measurements != "" {
+		source, file, has = "--measurements "+measurements, measurements, "has"
+		if pcrs, err = loadMeasurements(k, measurements); err != nil {
+			return err
+		}
+	}
+	for _, o := range overrides {
+		if o.index >= k.PCRCount() {
+			return f.usageError("--pcr %d: %s has PCR0 to PCR%d", o.index, kindPCRsPhrase(k), k.PCRCount()-1)
+		}
+		pcrs[o.index] = o.value
+	}
+	if _, ok := pcrs[0]; !ok && k == attestation.KindEnclave {
+		hint := "nitro-cli build-enclave measures PCR0, the whole enclave image"
+		if measurements == "" {
+			hint = "give the image's measurements with --measurements, or its PCR0 with --pcr 0=HEX; for an instance that attests with its NitroTPM, add --kind nitrotpm"
+		}
+		return withHint(fmt.Errorf("%s %s no PCR0, the image measurement (ImageSha384)", source, has), "%s", hint)
 	}
 	var chosen []int
 	if pcrList == "" {
@@ -414,51 +512,53 @@ Check it with "kmsproxyctl policy check" before "aws kms put-key-policy".`,
 			chosen = append(chosen, i)
 		}
 		sort.Ints(chosen)
-	} else if chosen, err = parsePCRList(pcrList); err != nil {
+	} else if chosen, err = parsePCRList(pcrList, k.PCRCount()); err != nil {
 		return err
 	}
 	for _, i := range chosen {
 		if _, ok := pcrs[i]; !ok {
-			return withHint(fmt.Errorf("--pcrs names PCR%d, which is not in %s", i, measurements),
-				"nitro-cli measures PCR0, PCR1, PCR2 (and PCR8 for a signed image); PCR3 and PCR4 depend on the instance, not the image")
+			hint := "nitro-cli measures PCR0, PCR1, PCR2 (and PCR8 for a signed image); PCR3 and PCR4 depend on the instance, not the image: give them with --pcr N=HEX"
+			if k == attestation.KindNitroTPM {
+				hint = "nitro-tpm-pcr-compute computes PCR4, PCR7 and PCR12; give others with --pcr N=HEX"
+			}
+			return withHint(fmt.Errorf("--pcrs names PCR%d, which is not in %s", i, file), "%s", hint)
 		}
 	}
 	for _, i := range chosen {
-		if isZero(pcrs[i]) {
-			return withHint(fmt.Errorf("--measurements %s has PCR%d all zeros, the value of a debug-mode enclave", measurements, i),
-				"any enclave started with --debug-mode, running anything, would match; measure the release image (nitro-cli build-enclave) instead")
+		if !atResetValue(k, i, pcrs[i]) {
+			continue
 		}
+		if k == attestation.KindNitroTPM {
+			return withHint(fmt.Errorf("%s %s NitroTPM PCR%d at its reset value (%x…): nothing was measured into it", source, has, i, pcrs[i][:4]),
+				"any instance that measures nothing there would match; leave PCR%d out with --pcrs, or measure the image's boot with nitro-tpm-pcr-compute", i)
+		}
+		return withHint(fmt.Errorf("%s %s PCR%d all zeros, the value of a debug-mode enclave", source, has, i),
+			"any enclave started with --debug-mode, running anything, would match; measure the release image (nitro-cli build-enclave) instead")
+	}
+	if k == attestation.KindNitroTPM && !slices.ContainsFunc(chosen, func(i int) bool { return slices.Contains(bootPCRs, i) }) {
+		return withHint(fmt.Errorf("the policy would require only NitroTPM PCR%s, none of which measures the boot", joinInts(chosen, ", PCR")),
+			"require PCR4 (the Unified Kernel Image) with PCR12 for a standard boot, or PCR7 for Secure Boot: what nitro-tpm-pcr-compute prints for the Attestable AMI")
 	}
 	return printJSON(e.stdout, generatePolicy(pcrs, chosen, policyOptions{
-		role: role, account: account, partition: r.partition, lock: lock, roleEncrypt: roleEncrypt,
+		kind: k, role: role, account: account, partition: r.partition, lock: lock, roleEncrypt: roleEncrypt,
 	}))
 }
 
-// isZero reports whether every byte of b is zero.
-func isZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
+// kindPCRsPhrase names the PCRs of a kind's documents.
+func kindPCRsPhrase(k attestation.Kind) string {
+	if k == attestation.KindNitroTPM {
+		return "an instance's NitroTPM"
 	}
-	return true
+	return "an enclave's attestation"
 }
 
-// loadMeasurements reads the --measurements file of policy generate and
-// policy check.
-func loadMeasurements(path string) (map[int][]byte, error) {
-	b, err := readFile("measurements", path, nsmsim.MaxMeasurementsSize)
-	if err != nil {
-		return nil, err
+// joinInts joins numbers with sep.
+func joinInts(ns []int, sep string) string {
+	parts := make([]string, len(ns))
+	for i, n := range ns {
+		parts[i] = strconv.Itoa(n)
 	}
-	pcrs, err := nsmsim.ParseMeasurements(b)
-	if err != nil {
-		// ParseMeasurements names its package first; the operator knows
-		// the file by the flag.
-		return nil, withHint(fmt.Errorf("--measurements %s: %s", path, strings.TrimPrefix(err.Error(), "nsmsim: ")),
-			"--measurements takes the JSON \"nitro-cli build-enclave\" or \"nitro-cli describe-eif\" prints")
-	}
-	return pcrs, nil
+	return strings.Join(parts, sep)
 }
 
 // Exit statuses of policy check.
@@ -469,13 +569,17 @@ const (
 )
 
 func runPolicyCheck(ctx context.Context, e *env, args []string) error {
-	f := newFlags("policy check", "--key-policy FILE (--measurements FILE | --document FILE | --unattested) --principal ARN --action ACTION [flags]",
+	f := newFlags("policy check", "--key-policy FILE (--measurements FILE | --document FILE | --pcr N=HEX ... | --unattested) --principal ARN --action ACTION [flags]",
 		`Evaluate a request the way KMS does (the evaluator devkms uses) and print
 ALLOWED or DENIED with the statement and condition that decided: the
 explanation KMS's AccessDeniedException does not give. The request's
-attestation comes from nitro-cli measurements, from an attestation document
-(its PCRs; verified when --verify or --root is given), or is absent
-(--unattested: a direct call, not through the enclave).
+attestation comes from measurements (nitro-cli's for an enclave image, or
+with --kind nitrotpm nitro-tpm-pcr-compute's for an instance's boot), from
+an attestation document (an enclave's or an instance's NitroTPM's; its PCRs,
+verified when --verify or --root is given), from --pcr values alone, or is
+absent (--unattested: a direct call, not through the enclave). An enclave's
+PCRs are the request's kms:RecipientAttestation:ImageSha384 and PCR<n>, an
+instance's kms:RecipientAttestation:NitroTPMPCR<n>, as in KMS.
 
 A key policy statement that names the account (its root) does not allow
 the account's principals by itself: it lets their IAM policies decide. Give
@@ -492,19 +596,23 @@ go to stderr.`,
   kmsproxyctl policy check --key-policy key-policy.json --document doc.cbor --verify \
       --principal arn:aws:sts::111122223333:assumed-role/enclave-parent/i-0abc --action kms:GenerateDataKey
   kmsproxyctl policy check --key-policy key-policy.json --unattested --iam-policy admin-policy.json \
-      --principal arn:aws:iam::111122223333:role/admin --action kms:Decrypt   # expect DENIED`)
+      --principal arn:aws:iam::111122223333:role/admin --action kms:Decrypt   # expect DENIED
+  kmsproxyctl policy check --key-policy instance-key-policy.json --kind nitrotpm --measurements instance-measurements.json \
+      --principal arn:aws:iam::111122223333:role/kmsproxy-instance --action kms:Decrypt`)
 	var (
 		policyFile, measurements, docFile, principal, action, keyARN string
 		unattested, verify, asJSON                                   bool
 		roots, extraPCRs, iamFiles                                   stringsFlag
 		ec, extraContext                                             contextFlag
 		at                                                           atFlag
+		kind                                                         = newKindFlag()
 	)
 	f.StringVar(&policyFile, "key-policy", "", "key policy JSON `FILE`")
-	f.StringVar(&measurements, "measurements", "", "nitro-cli measurements JSON `FILE`: the PCRs of the request's attestation")
+	f.Var(&kind, "kind", "the `KIND` of attestation --measurements and --pcr describe: enclave (a Nitro Enclave image) or nitrotpm (an EC2 instance's NitroTPM); a --document says its own")
+	f.StringVar(&measurements, "measurements", "", "measurements JSON `FILE` whose PCRs the request's attestation carries: nitro-cli's, or nitro-tpm-pcr-compute's with --kind nitrotpm")
 	f.StringVar(&docFile, "document", "", "attestation document `FILE` (CBOR or base64) whose PCRs the request carries: an enclave's, or an instance's NitroTPM's")
 	f.BoolVar(&unattested, "unattested", false, "the request carries no attestation (a direct call)")
-	f.Var(&extraPCRs, "pcr", "add or override a PCR of the attestation, `N=HEX` (repeatable; e.g. PCR3/PCR4, which depend on the instance)")
+	f.Var(&extraPCRs, "pcr", "add or override a PCR of the attestation, `N=HEX` (repeatable; e.g. an enclave's PCR3/PCR4, which depend on the instance), or give them all")
 	f.BoolVar(&verify, "verify", false, "verify --document first (against --root, or the AWS Nitro root)")
 	f.Var(&roots, "root", "trusted root for --document, PEM `FILE` (repeatable; implies --verify)")
 	f.Var(&at, "at", "verify --document at `TIME`: document, now or RFC 3339")
@@ -531,8 +639,10 @@ go to stderr.`,
 	switch {
 	case policyFile == "":
 		return f.usageError("missing --key-policy")
-	case n != 1:
-		return f.usageError("give exactly one of --measurements, --document and --unattested")
+	case n > 1:
+		return f.usageError("give one of --measurements, --document and --unattested")
+	case n == 0 && len(extraPCRs) == 0:
+		return f.usageError("say what attestation the request carries: --measurements, --document, --pcr or --unattested")
 	case principal == "":
 		return f.usageError("missing --principal")
 	case action == "":
@@ -583,51 +693,64 @@ go to stderr.`,
 		identity = append(identity, keypolicy.IdentityPolicy{Name: file, Policy: ip})
 	}
 
-	// pcrs are an enclave's (kms:RecipientAttestation:PCR<n>), tpmPCRs an
-	// EC2 instance's NitroTPM's (kms:RecipientAttestation:NitroTPMPCR<n>):
-	// a document is of one kind or the other.
-	var pcrs, tpmPCRs map[int][]byte
+	// The request's attestation is a document of one kind: an enclave's
+	// (pcrs, kms:RecipientAttestation:ImageSha384 and PCR<n>) or an EC2
+	// instance's NitroTPM's (nitrotpm_pcrs,
+	// kms:RecipientAttestation:NitroTPMPCR<n>), built the way devkms
+	// builds it from a verified document (keypolicy.DocumentContext).
+	var doc *attestation.Document
 	switch {
-	case measurements != "":
-		if pcrs, err = loadMeasurements(measurements); err != nil {
-			return err
-		}
 	case docFile != "":
-		doc, err := checkDocument(e, docFile, verify || len(roots) > 0, roots, &at)
-		if err != nil {
+		if doc, err = checkDocument(e, docFile, verify || len(roots) > 0, roots, &at); err != nil {
 			return err
 		}
-		if doc.Kind == attestation.KindNitroTPM {
-			tpmPCRs = maps.Clone(doc.NitroTPMPCRs)
+		if kind.set && kind.value() != doc.Kind {
+			return f.usageError("--kind %s, but --document is a %s document", kind.String(), doc.Kind)
+		}
+	case !unattested:
+		k := kind.value()
+		pcrs := map[int][]byte{}
+		if measurements != "" {
+			if pcrs, err = loadMeasurements(k, measurements); err != nil {
+				return err
+			}
+		}
+		doc = &attestation.Document{Kind: k}
+		if k == attestation.KindNitroTPM {
+			doc.NitroTPMPCRs = pcrs
 		} else {
-			pcrs = maps.Clone(doc.PCRs)
+			doc.PCRs = pcrs
 		}
 	}
 	if len(overrides) > 0 {
-		target := &pcrs
-		if tpmPCRs != nil {
-			target = &tpmPCRs
+		for _, o := range overrides {
+			if o.index >= doc.Kind.PCRCount() {
+				return f.usageError("--pcr %d: %s has PCR0 to PCR%d", o.index, kindPCRsPhrase(doc.Kind), doc.Kind.PCRCount()-1)
+			}
 		}
-		if *target == nil {
-			*target = map[int][]byte{}
+		// A copy: the document's own PCRs stay as they were read.
+		measured := maps.Clone(doc.Measurements())
+		if measured == nil {
+			measured = map[int][]byte{}
 		}
 		for _, o := range overrides {
-			if tpmPCRs == nil && o.index >= attestation.PCRCount {
-				return f.usageError("--pcr %d: an enclave's attestation has PCR0 to PCR%d", o.index, attestation.PCRCount-1)
-			}
-			(*target)[o.index] = o.value
+			measured[o.index] = o.value
 		}
+		d := &attestation.Document{Kind: doc.Kind}
+		if doc.Kind == attestation.KindNitroTPM {
+			d.NitroTPMPCRs = measured
+		} else {
+			d.PCRs = measured
+		}
+		doc = d
 	}
 
 	if keyARN == "" {
 		keyARN = defaultKeyARN(principal)
 	}
 	reqCtx := keypolicy.MergeContext(keypolicy.CallerContext(principal), keypolicy.EncryptionContext(ec))
-	if pcrs != nil {
-		reqCtx = keypolicy.MergeContext(reqCtx, keypolicy.AttestationContext(pcrs))
-	}
-	if tpmPCRs != nil {
-		reqCtx = keypolicy.MergeContext(reqCtx, keypolicy.NitroTPMAttestationContext(tpmPCRs))
+	if doc != nil {
+		reqCtx = keypolicy.MergeContext(reqCtx, keypolicy.DocumentContext(doc))
 	}
 	for k, v := range extraContext {
 		reqCtx = keypolicy.MergeContext(reqCtx, map[string][]string{k: {v}})

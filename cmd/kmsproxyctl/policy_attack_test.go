@@ -25,6 +25,7 @@ import (
 	"github.com/enclavekit/kmsproxy/internal/cms"
 	"github.com/enclavekit/kmsproxy/internal/devkms"
 	"github.com/enclavekit/kmsproxy/internal/devkms/devkmstest"
+	"github.com/enclavekit/kmsproxy/internal/nitrotpmsim"
 	"github.com/enclavekit/kmsproxy/internal/nsmsim"
 )
 
@@ -93,9 +94,17 @@ type attackWorld struct {
 	role, operator, mallory, root *kms.Client
 	ca                            *nsmsim.CA
 	measured                      map[int][]byte
+	// kind is the attestation the key is bound to: an enclave's (the zero
+	// value means it too) or an instance's NitroTPM's.
+	kind attestation.Kind
 }
 
 func newAttackWorld(t *testing.T, policy string, measured map[int][]byte, beforePolicy func(w *attackWorld)) *attackWorld {
+	t.Helper()
+	return newAttackWorldOf(t, attestation.KindEnclave, policy, measured, beforePolicy)
+}
+
+func newAttackWorldOf(t *testing.T, kind attestation.Kind, policy string, measured map[int][]byte, beforePolicy func(w *attackWorld)) *attackWorld {
 	t.Helper()
 	ca, err := nsmsim.NewCA()
 	if err != nil {
@@ -118,7 +127,7 @@ func newAttackWorld(t *testing.T, policy string, measured map[int][]byte, before
 			devkms.Credential{AccessKeyID: testAdminKeyID, SecretAccessKey: testAdminSecret, Principal: "arn:aws:iam::" + testAccount + ":root"},
 		))
 	w := &attackWorld{
-		t: t, kmsd: kmsd, ca: ca, measured: measured,
+		t: t, kmsd: kmsd, ca: ca, measured: measured, kind: kind,
 		role: kmsd.ClientFor(t, testRoleKeyID), operator: kmsd.ClientFor(t, attackOperatorKey),
 		mallory: kmsd.ClientFor(t, attackMalloryKey), root: kmsd.ClientFor(t, testAdminKeyID),
 		secret: []byte("the enclave's database password"),
@@ -226,13 +235,17 @@ func (w *attackWorld) appEncryptsThenDecrypt(c *kms.Client) ([]byte, error) {
 	return decryptWith(c, enc.CiphertextBlob)
 }
 
-// attestedDecrypt is the enclave's own path: Decrypt with a Recipient of
-// the measured image, answered with CiphertextForRecipient only the
-// enclave's key opens.
+// attestedDecrypt is the enclave's own path (or the attested instance's):
+// Decrypt with a Recipient of the measured image (or boot), answered with
+// CiphertextForRecipient only the enclave's (instance's) key opens.
 func (w *attackWorld) attestedDecrypt() error {
 	w.t.Helper()
 	priv := sharedKey()
-	sim, err := nsmsim.New(w.ca, nsmsim.Options{PCRs: w.measured})
+	opts := nsmsim.Options{PCRs: w.measured}
+	if w.kind == attestation.KindNitroTPM {
+		opts = nsmsim.Options{Kind: attestation.KindNitroTPM, PCRs: nitrotpmsim.DefaultPCRs(w.measured)}
+	}
+	sim, err := nsmsim.New(w.ca, opts)
 	if err != nil {
 		return err
 	}
@@ -281,13 +294,7 @@ func TestGeneratedPolicyAttacks(t *testing.T) {
 		}
 		return out
 	}
-	policies := []struct {
-		name   string
-		policy string
-		// exposed lists the attacks that reveal the secret, by attacker
-		// ("role" or "admin") and attack name.
-		exposed map[string]bool
-	}{
+	runPolicyAttacks(t, attestation.KindEnclave, measured, []attackedPolicy{
 		{"old generated policy", oldGeneratedPolicy(measured), map[string]bool{
 			"role/PutKeyPolicy (the default policy), then Decrypt":                                                       true,
 			"role/CreateGrant for mallory, then mallory decrypts with the grant token":                                   true,
@@ -300,21 +307,40 @@ func TestGeneratedPolicyAttacks(t *testing.T) {
 			"admin/DeleteAlias and CreateAlias alias/app on the attacker's key, then decrypt what the app encrypts next": true,
 			"admin/ReEncrypt to the attacker's key, then Decrypt there":                                                  true,
 			"admin/GenerateDataKey without attestation":                                                                  true,
-		}},
+		}, true},
 		{"generated policy", generate(), map[string]bool{
 			// The administrators can replace an unlocked policy: the trust
 			// docs/security.md describes, closed by --lock.
 			"admin/PutKeyPolicy (the default policy), then Decrypt": true,
-		}},
-		{"generated policy with --lock", generate("--lock"), nil},
-	}
+		}, false},
+		{"generated policy with --lock", generate("--lock"), nil, false},
+	})
+}
+
+// attackedPolicy is a key policy the attacks run against, and which of
+// them reveal the secret under it, by attacker ("role" or "admin") and
+// attack name.
+type attackedPolicy struct {
+	name    string
+	policy  string
+	exposed map[string]bool
+	// oldGrantExposed: under this policy, a grant made before it was
+	// installed still decrypts.
+	oldGrantExposed bool
+}
+
+// runPolicyAttacks runs every attack, as the role and as an administrator,
+// against each policy of a key bound to the measured values of kind, then
+// the grant made before the policy, then the attested path itself.
+func runPolicyAttacks(t *testing.T, kind attestation.Kind, measured map[int][]byte, policies []attackedPolicy) {
+	t.Helper()
 	for _, p := range policies {
 		t.Run(p.name, func(t *testing.T) {
 			for _, who := range []string{"role", "admin"} {
 				for _, a := range attacks {
 					name := who + "/" + a.name
 					t.Run(name, func(t *testing.T) {
-						w := newAttackWorld(t, p.policy, measured, nil)
+						w := newAttackWorldOf(t, kind, p.policy, measured, nil)
 						c := w.role
 						if who == "admin" {
 							c = w.operator
@@ -334,7 +360,7 @@ func TestGeneratedPolicyAttacks(t *testing.T) {
 			}
 			t.Run("a grant made before the policy was installed", func(t *testing.T) {
 				var token string
-				w := newAttackWorld(t, p.policy, measured, func(w *attackWorld) {
+				w := newAttackWorldOf(t, kind, p.policy, measured, func(w *attackWorld) {
 					g, err := w.root.CreateGrant(ctx, &kms.CreateGrantInput{KeyId: &w.key, GranteePrincipal: aws.String(attackMallory),
 						Operations: []types.GrantOperation{types.GrantOperationDecrypt}})
 					if err != nil {
@@ -344,12 +370,16 @@ func TestGeneratedPolicyAttacks(t *testing.T) {
 				})
 				got, err := decryptWith(w.mallory, w.secretBlob, token)
 				exposed := err == nil && bytes.Equal(got, w.secret)
-				if wantExposed := p.name == "old generated policy"; exposed != wantExposed {
+				if wantExposed := p.oldGrantExposed; exposed != wantExposed {
 					t.Fatalf("mallory's Decrypt with an old grant: exposed = %v (%v), want %v", exposed, err, wantExposed)
 				}
 			})
-			t.Run("the attested enclave still works", func(t *testing.T) {
-				w := newAttackWorld(t, p.policy, measured, nil)
+			attested := "the attested enclave still works"
+			if kind == attestation.KindNitroTPM {
+				attested = "the attested instance still works"
+			}
+			t.Run(attested, func(t *testing.T) {
+				w := newAttackWorldOf(t, kind, p.policy, measured, nil)
 				if err := w.attestedDecrypt(); err != nil {
 					t.Fatal(err)
 				}
