@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/enclavekit/kmsproxy/internal/attestation"
+	"github.com/enclavekit/kmsproxy/internal/nitrotpmsim"
 	"github.com/enclavekit/kmsproxy/internal/nsmsim"
 )
 
@@ -78,13 +79,15 @@ all zero as in a debug-mode enclave.`,
   kmsproxyctl dev attest --ca ./simca --public-key recipient.pub --nonce "$(head -c 16 /dev/urandom | base64)" --out doc.cbor`)
 	var (
 		caDir, pubFile, userData, nonce, pcrsFile, out, moduleID string
+		kind                                                     = newKindFlag()
 	)
+	f.Var(&kind, "kind", "the `KIND` of document: enclave (an enclave's NSM) or nitrotpm (an EC2 instance's NitroTPM, nitrotpm_pcrs)")
 	f.StringVar(&caDir, "ca", "", "simulator CA `DIR` (from \"kmsproxyctl dev ca\")")
 	f.StringVar(&pubFile, "public-key", "", "public key to put in the document, PEM `FILE` (PUBLIC KEY, RSA PUBLIC KEY or CERTIFICATE); stored as DER SubjectPublicKeyInfo")
 	f.StringVar(&userData, "user-data", "", "user data, `B64` (at most 1024 bytes)")
 	f.StringVar(&nonce, "nonce", "", "nonce, `B64` (at most 1024 bytes)")
-	f.StringVar(&pcrsFile, "pcrs", "", "nitro-cli measurements JSON `FILE` for the PCRs (default: all zero, a debug-mode enclave)")
-	f.StringVar(&moduleID, "module-id", "", "module_id (default "+nsmsim.DefaultModuleID+")")
+	f.StringVar(&pcrsFile, "pcrs", "", "measurements JSON `FILE` for the PCRs: nitro-cli's (default: all zero, a debug-mode enclave), or nitro-tpm-pcr-compute's with --kind nitrotpm")
+	f.StringVar(&moduleID, "module-id", "", "module_id; by default "+nsmsim.DefaultModuleID+" for an enclave, "+nsmsim.DefaultNitroTPMModuleID+" for a NitroTPM")
 	f.StringVar(&out, "out", "", "write the document (CBOR) to `FILE`; - for stdout")
 	pos, err := f.parse(e, args)
 	if err != nil {
@@ -118,8 +121,18 @@ all zero as in a debug-mode enclave.`,
 	if err := req.Validate(); err != nil {
 		return usageErrorf("%v", err)
 	}
-	opts := nsmsim.Options{ModuleID: moduleID}
-	if pcrsFile != "" {
+	opts := nsmsim.Options{ModuleID: moduleID, Kind: kind.value()}
+	switch {
+	case kind.value() == attestation.KindNitroTPM:
+		// An instance's PCRs: the measured ones over a TPM's reset values.
+		var measured map[int][]byte
+		if pcrsFile != "" {
+			if measured, err = loadMeasurements(attestation.KindNitroTPM, pcrsFile); err != nil {
+				return err
+			}
+		}
+		opts.PCRs = nitrotpmsim.DefaultPCRs(measured)
+	case pcrsFile != "":
 		if opts.PCRs, err = nsmsim.LoadMeasurements(pcrsFile); err != nil {
 			return withHint(fmt.Errorf("failed to read --pcrs: %w", err),
 				"--pcrs takes the JSON that \"nitro-cli build-enclave\" prints: {\"Measurements\": {\"HashAlgorithm\": \"Sha384 { ... }\", \"PCR0\": \"...\", ...}}")

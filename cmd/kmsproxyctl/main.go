@@ -74,12 +74,13 @@ var commands = []command{
 	{"credentials push", "push the parent's role credentials into the enclave", runCredentialsPush},
 	{"attest fetch", "fetch a fresh attestation document from the enclave", runAttestFetch},
 	{"attest verify", "verify an attestation document", runAttestVerify},
-	{"policy generate", "write a KMS key policy bound to an enclave image's measurements", runPolicyGenerate},
+	{"policy generate", "write a KMS key policy bound to an enclave image's (or an instance's NitroTPM) measurements", runPolicyGenerate},
 	{"policy check", "say whether a key policy allows a request, and which condition fails", runPolicyCheck},
 	{"cms inspect", "describe a CiphertextForRecipient envelope", runCMSInspect},
 	{"cms decrypt", "decrypt a CiphertextForRecipient envelope with an RSA key", runCMSDecrypt},
 	{"dev ca", "create an NSM simulator CA", runDevCA},
 	{"dev attest", "sign a simulated attestation document", runDevAttest},
+	{"dev tpm", "serve a simulated NitroTPM on a unix socket", runDevTPM},
 }
 
 // run runs kmsproxyctl with args and returns the exit status.
