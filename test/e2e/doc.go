@@ -11,6 +11,14 @@
 //     Needs root, ip and socat.
 //   - Real clients: the AWS CLI and aws-sdk-go-v2, unchanged, through
 //     kmsproxyctl bridge and through kmsproxyd's local listener.
+//   - The attested instance: kmsproxyd on an EC2 instance that attests
+//     with its NitroTPM (the simulator served by `kmsproxyctl dev tpm` on
+//     a unix socket standing in for /dev/tpmrm0), under the key policy
+//     `policy generate --kind nitrotpm` writes; the AWS CLI and boto3
+//     decrypt through it; another boot, an enclave's document and the
+//     instance's document under an enclave's key are refused; a NitroTPM
+//     that answers badly leaves kmsproxyd serving with the document it
+//     has, and /readyz says why.
 //   - Faults, under load: devkms down and restarted, slow, throttling,
 //     failing; the vsock-proxy stand-in killed and restarted; credentials
 //     expiring; the NSM failing; key rotation every second; more callers
