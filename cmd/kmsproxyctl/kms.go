@@ -191,9 +191,9 @@ func (t *kmsTarget) callError(op string, err error) error {
 		switch apiErr.ErrorCode() {
 		case kmsapi.AccessDenied:
 			if t.enclave != "" {
-				return withHint(msg, "the key policy or kmsproxyd's listener policy refused %s; \"kmsproxyctl policy check\" shows which key policy condition fails for the enclave's measurements (kmsproxyctl attest fetch)", op)
+				return withHint(msg, "the key policy or kmsproxyd's listener policy refused %s; \"kmsproxyctl policy check\" shows which key policy condition fails for the measurements the enclave (or attested instance) reports (kmsproxyctl attest fetch)", op)
 			}
-			return withHint(msg, "a key policy bound to enclave measurements refuses calls without attestation; \"kmsproxyctl policy check --unattested\" explains the decision")
+			return withHint(msg, "a key policy bound to an enclave's (or an instance's NitroTPM) measurements refuses calls without attestation; \"kmsproxyctl policy check --unattested\" explains the decision")
 		case "UnrecognizedClientException", "InvalidSignatureException", "MissingAuthenticationTokenException", kmsapi.ExpiredToken:
 			return withHint(msg, "the AWS credentials were refused; check AWS_PROFILE, AWS_ACCESS_KEY_ID or the instance role")
 		case "InvalidCiphertextException":

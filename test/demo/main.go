@@ -6,6 +6,10 @@
 // `kmsproxyctl policy generate`, starts devkms (TLS, SigV4, the key policy),
 // a byte relay standing in for vsock-proxy, and kmsproxyd with the
 // simulated NSM, then shows what the enclave can do that nobody else can.
+// Then the same for an EC2 instance that attests with its NitroTPM: a key
+// bound to the instance's PCR4 and PCR12 (`policy generate --kind
+// nitrotpm`), a simulated NitroTPM on a unix socket standing in for
+// /dev/tpmrm0 (`kmsproxyctl dev tpm`) and kmsproxyd attesting with it.
 // Everything lives in a temporary directory and every process is stopped at
 // the end, also on failure or Ctrl-C. It needs no root. With -keep the
 // directory stays, with commands.sh: every command line the demo ran, in
@@ -15,6 +19,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha512"
 	"encoding/hex"
 	"flag"
 	"fmt"
@@ -30,6 +35,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/enclavekit/kmsproxy/internal/nitrotpmsim"
 	"github.com/enclavekit/kmsproxy/internal/nsmsim"
 	"github.com/enclavekit/kmsproxy/test/internal/harness"
 )
@@ -42,6 +48,12 @@ const (
 	operatorARN = "arn:aws:iam::" + account + ":user/operator"
 	keyID       = "0d0e0f10-1a2b-4c3d-8e4f-5a6b7c8d9e0f"
 	alias       = "alias/app-demo"
+
+	// The attested instance's role and key.
+	instanceRoleARN    = "arn:aws:iam::" + account + ":role/kmsproxy-instance"
+	instanceSessionARN = "arn:aws:sts::" + account + ":assumed-role/kmsproxy-instance/i-0demo"
+	instanceKeyID      = "1e1f2021-2b3c-4d4e-9f50-6b7c8d9e0f10"
+	instanceAlias      = "alias/instance-demo"
 )
 
 // Access keys of the demo's two principals, known only to devkms and to
@@ -49,6 +61,7 @@ const (
 var (
 	operatorCreds = []string{"AWS_ACCESS_KEY_ID=AKIADEMOOPERATOR0001", "AWS_SECRET_ACCESS_KEY=demo-operator-secret-0000000000000000000"}
 	roleCreds     = []string{"AWS_ACCESS_KEY_ID=ASIADEMOENCLAVEROLE1", "AWS_SECRET_ACCESS_KEY=demo-role-secret-00000000000000000000000", "AWS_SESSION_TOKEN=demo-role-session-token"}
+	instanceCreds = []string{"AWS_ACCESS_KEY_ID=ASIADEMOINSTANCEROLE", "AWS_SECRET_ACCESS_KEY=demo-instance-secret-000000000000000000", "AWS_SESSION_TOKEN=demo-instance-session-token"}
 )
 
 func main() {
@@ -135,6 +148,21 @@ func (d *demo) run() error {
 		return err
 	}
 	if err := os.WriteFile(d.path("key-policy.json"), pol, 0o600); err != nil {
+		return err
+	}
+
+	d.say("A second key, for an EC2 instance that attests with its NitroTPM: bound to the PCR4 and PCR12 that nitro-tpm-pcr-compute measures for its Attestable AMI")
+	if err := writeInstanceMeasurements(d.path("instance-measurements.json"), "attestable AMI v1"); err != nil {
+		return err
+	}
+	fmt.Printf("   instance PCR4 %s…, PCR12 %s…\n", hex.EncodeToString(amiPCRs("attestable AMI v1")[4])[:24], hex.EncodeToString(amiPCRs("attestable AMI v1")[12])[:24])
+	d.setup = " > instance-key-policy.json   # done"
+	pol, err = d.ctl(nil, "policy", "generate", "--kind", "nitrotpm", "--measurements", d.path("instance-measurements.json"), "--pcrs", "4,12", "--role", instanceRoleARN)
+	d.setup = ""
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(d.path("instance-key-policy.json"), pol, 0o600); err != nil {
 		return err
 	}
 	if err := d.writeDevKMSConfig(); err != nil {
@@ -230,6 +258,49 @@ func (d *demo) run() error {
 	}
 	fmt.Printf("   => %s", rnd)
 
+	d.say("7. An attested EC2 instance: a simulated NitroTPM on a unix socket (standing in for /dev/tpmrm0), and kmsproxyd attesting with it")
+	tpm, err := d.startTPM("tpm", nil)
+	if err != nil {
+		return err
+	}
+	instance, err := d.startInstanceKmsproxyd("kmsproxyd-instance", tpm, kmsPort)
+	if err != nil {
+		return err
+	}
+	if _, err := d.ctl(operatorCreds, append(append([]string{"encrypt", "--key-id", instanceAlias,
+		"--plaintext", "fileb://" + d.path("secret.txt"), "--ciphertext-out", d.path("instance-secret.enc")}, direct...), ec...)...); err != nil {
+		return err
+	}
+	out, err = d.ctl(nil, append([]string{"decrypt", "--enclave", instance, "--key-id", instanceAlias,
+		"--ciphertext-blob", "fileb://" + d.path("instance-secret.enc"), "--raw"}, ec...)...)
+	if err != nil {
+		return err
+	}
+	if string(out) != secret {
+		return fmt.Errorf("the instance decrypted %q, want %q", out, secret)
+	}
+	fmt.Printf("   => %s\n", out)
+
+	d.say("8. An instance that booted something else (another PCR4) is denied")
+	otherTPM, err := d.startTPM("tpm-other-boot", []string{"--pcr", "4=" + hex.EncodeToString(amiPCRs("tampered AMI")[4])})
+	if err != nil {
+		return err
+	}
+	otherInstance, err := d.startInstanceKmsproxyd("kmsproxyd-other-boot", otherTPM, kmsPort)
+	if err != nil {
+		return err
+	}
+	if err := d.expectDenied(nil, append([]string{"decrypt", "--enclave", otherInstance, "--key-id", instanceAlias,
+		"--ciphertext-blob", "fileb://" + d.path("instance-secret.enc")}, ec...)...); err != nil {
+		return err
+	}
+
+	d.say("9. The enclave's attestation does not open the instance's key (a document of the other kind)")
+	if err := d.expectDenied(nil, append([]string{"decrypt", "--enclave", release, "--key-id", "arn:aws:kms:" + region + ":" + account + ":key/" + instanceKeyID,
+		"--ciphertext-blob", "fileb://" + d.path("instance-secret.enc")}, ec...)...); err != nil {
+		return err
+	}
+
 	d.say("Done")
 	if d.keep {
 		fmt.Printf("   The whole flow took %s. Everything ran under %s.\n", time.Since(start).Round(100*time.Millisecond), d.dir)
@@ -311,7 +382,11 @@ func (d *demo) writeDevKMSConfig() error {
     description: kmsproxy demo key, bound to the release image
     policy_file: key-policy.json
     aliases: [%s]
-`, keyID, alias)
+  - id: %s
+    description: kmsproxy demo key, bound to the attested instance's boot
+    policy_file: instance-key-policy.json
+    aliases: [%s]
+`, keyID, alias, instanceKeyID, instanceAlias)
 	creds := fmt.Sprintf(`# access key id -> secret, principal (devkms verifies SigV4 with these)
 %s:
   secret_access_key: %s
@@ -320,8 +395,13 @@ func (d *demo) writeDevKMSConfig() error {
   secret_access_key: %s
   session_token: %s
   principal: %s
+%s:
+  secret_access_key: %s
+  session_token: %s
+  principal: %s
 `, val(operatorCreds[0]), val(operatorCreds[1]), operatorARN,
-		val(roleCreds[0]), val(roleCreds[1]), val(roleCreds[2]), sessionARN)
+		val(roleCreds[0]), val(roleCreds[1]), val(roleCreds[2]), sessionARN,
+		val(instanceCreds[0]), val(instanceCreds[1]), val(instanceCreds[2]), instanceSessionARN)
 	if err := os.WriteFile(d.path("seed.yaml"), []byte(seed), 0o600); err != nil {
 		return err
 	}
@@ -365,6 +445,53 @@ func (d *demo) startKmsproxyd(name, measurements string, kmsPort int) (string, e
 	}
 	d.commands = append(d.commands, "wait_for --unix-socket "+shellQuote(d.path(name+".sock"))+" http://kmsproxyd/readyz")
 	return parent, nil
+}
+
+// startTPM runs `kmsproxyctl dev tpm`, a simulated NitroTPM with the
+// instance's measurements (and extra flags), on a unix socket, and returns
+// the socket's path.
+func (d *demo) startTPM(name string, extra []string) (string, error) {
+	sock := d.path(name + ".sock")
+	args := append([]string{"dev", "tpm", "--ca", d.path("simca"), "--measurements", d.path("instance-measurements.json"),
+		"--listen", "unix://" + sock}, extra...)
+	if err := d.start(name, nil, d.exe("kmsproxyctl"), args...); err != nil {
+		return "", err
+	}
+	if err := poll(d.ctx, func() error {
+		if fi, err := os.Stat(sock); err != nil || fi.Mode()&os.ModeSocket == 0 {
+			return fmt.Errorf("no socket at %s", sock)
+		}
+		return nil
+	}); err != nil {
+		return "", d.failed(name, err)
+	}
+	d.commands = append(d.commands, "wait_socket "+shellQuote(sock))
+	return sock, nil
+}
+
+// startInstanceKmsproxyd runs kmsproxyd as on an attested instance: its
+// NitroTPM is the simulator at tpm, it serves the instance's apps on a
+// unix socket and reaches KMS itself (no vsock, no vsock-proxy), signing
+// with the instance role's credentials. It returns the socket's address.
+func (d *demo) startInstanceKmsproxyd(name, tpm string, kmsPort int) (string, error) {
+	sock := d.path(name + ".sock")
+	if err := d.start(name, instanceCreds, d.exe("kmsproxyd"),
+		"--attestation", "nitrotpm-sim", "--tpm-device", "unix://"+tpm,
+		"--region", region,
+		"--kms-endpoint", fmt.Sprintf("https://localhost:%d", kmsPort),
+		"--kms-dial", "direct",
+		"--kms-ca", d.path("tls/ca.pem"),
+		"--credentials", "env",
+		"--listen-parent", "unix://"+sock,
+		"--listen-local", "",
+		"--log-format", "text"); err != nil {
+		return "", err
+	}
+	if err := waitReady(d.ctx, sock); err != nil {
+		return "", d.failed(name, err)
+	}
+	d.commands = append(d.commands, "wait_for --unix-socket "+shellQuote(sock)+" http://kmsproxyd/readyz")
+	return "unix://" + sock, nil
 }
 
 func (d *demo) start(name string, env []string, exe string, args ...string) error {
@@ -447,9 +574,10 @@ func (d *demo) cleanup() {
 	}
 	script := `#!/bin/sh
 # The command lines the kmsproxy demo ran, in order: it starts devkms, the
-# relay standing in for vsock-proxy and the two kmsproxyd again, waits for
-# each, repeats the narrated kmsproxyctl calls, and leaves the servers
-# running for you (the last line says how to stop them). The set-up steps
+# relay standing in for vsock-proxy, the two enclaves' kmsproxyd, the two
+# simulated NitroTPMs and the instances' kmsproxyd again, waits for each,
+# repeats the narrated kmsproxyctl calls, and leaves the servers running
+# for you (the last line says how to stop them). The set-up steps
 # whose results are in this folder already are shown as comments. The
 # credentials are the demo's own, known only to this devkms. Needs socat
 # and curl.
@@ -460,6 +588,13 @@ wait_for() { # curl options and URL: poll until it answers, at most 20 s
 	i=0
 	until curl -sf -o /dev/null "$@"; do
 		i=$((i + 1)); [ $i -lt 200 ] || { echo "no answer from $*" >&2; exit 1; }
+		sleep 0.1
+	done
+}
+wait_socket() { # a unix socket's path: poll until it exists, at most 20 s
+	i=0
+	until [ -S "$1" ]; do
+		i=$((i + 1)); [ $i -lt 200 ] || { echo "no socket at $1" >&2; exit 1; }
 		sleep 0.1
 	done
 }
@@ -513,6 +648,28 @@ func writeMeasurements(path, label string) error {
 }
 
 func pcr0(label string) string { return hex.EncodeToString(nsmsim.ImagePCRs(label)[0]) }
+
+// amiPCRs returns made-up measurements of an Attestable AMI named label:
+// PCR4 (the Unified Kernel Image), PCR7 (Secure Boot policy) and PCR12
+// (kernel command line), the SHA-384 of label and the PCR's number.
+func amiPCRs(label string) map[int][]byte {
+	pcrs := map[int][]byte{}
+	for _, i := range []int{4, 7, 12} {
+		h := sha512.Sum384([]byte(fmt.Sprintf("%s/PCR%d", label, i)))
+		pcrs[i] = h[:]
+	}
+	return pcrs
+}
+
+// writeInstanceMeasurements writes what nitro-tpm-pcr-compute prints for
+// an Attestable AMI, with PCRs derived from a label.
+func writeInstanceMeasurements(path, label string) error {
+	b, err := nitrotpmsim.MarshalMeasurements(amiPCRs(label))
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
 
 // waitReady polls kmsproxyd's /readyz on its unix socket.
 func waitReady(ctx context.Context, sock string) error {
