@@ -393,8 +393,14 @@ func generatePolicy(pcrs map[int][]byte, chosen []int, o policyOptions) keyPolic
 // and PCR7 the Secure Boot policy ("PCR4 and PCR12 can be used to validate
 // with standard boot, and PCR7 can be used to validate with Secure Boot",
 // EC2 User Guide, "NitroTPM Attestation Document contents"). A NitroTPM key
-// policy must require one of them: PCR12 alone is only a command line,
-// and PCR0 and PCR1 "will always contain constant values".
+// policy must require one of them with a measured value: PCR12 is only the
+// command line passed from outside the image, and PCR0 and PCR1 "will
+// always contain constant values". The other PCRs may be required at their
+// reset value: nitro-tpm-pcr-compute prints PCR12 as all zeros, the value
+// of a boot whose command line nothing outside the Unified Kernel Image
+// changed (aws/NitroTPM-Tools, nitro-tpm-pcr-compute/src/main.rs: "Add
+// PCR12 with static zero value"), and a policy requiring it so refuses an
+// instance booted with another command line.
 var bootPCRs = []int{4, 7}
 
 func runPolicyGenerate(ctx context.Context, e *env, args []string) error {
@@ -421,10 +427,11 @@ Nobody can get a secret out of the key without that attestation:
     ImportKeyMaterial, ReplicateKey, UpdateAlias and DeleteAlias, so no IAM
     policy, grant or alias can route around the attestation.
 
-PCR values can also be given, or replaced, one by one with --pcr. A PCR
-that holds the value it has before anything is measured (all zeros: a
-debug-mode enclave, or a NitroTPM PCR nothing was extended into) is
-refused: anything would match it.
+PCR values can also be given, or replaced, one by one with --pcr. An
+enclave PCR of all zeros (a debug-mode enclave, which any image matches)
+is refused; an instance's policy must require PCR4 or PCR7 with a measured
+value, and may require other PCRs at their reset value (nitro-tpm-pcr-compute
+prints PCR12 as zeros: nothing outside the image changed the boot).
 
 The administrators can still replace the policy. With --lock they cannot:
 nobody can ever change the policy again (not even AWS support); install it
@@ -525,15 +532,15 @@ Check it with "kmsproxyctl policy check" before "aws kms put-key-policy".`,
 		}
 	}
 	for _, i := range chosen {
-		if !atResetValue(k, i, pcrs[i]) {
-			continue
+		switch {
+		case !atResetValue(k, i, pcrs[i]):
+		case k == attestation.KindEnclave:
+			return withHint(fmt.Errorf("%s %s PCR%d all zeros, the value of a debug-mode enclave", source, has, i),
+				"any enclave started with --debug-mode, running anything, would match; measure the release image (nitro-cli build-enclave) instead")
+		case slices.Contains(bootPCRs, i):
+			return withHint(fmt.Errorf("%s %s NitroTPM PCR%d at its reset value (%x…): nothing was measured into it, which no boot leaves", source, has, i, pcrs[i][:4]),
+				"measure the Attestable AMI's boot with nitro-tpm-pcr-compute, or leave PCR%d out with --pcrs", i)
 		}
-		if k == attestation.KindNitroTPM {
-			return withHint(fmt.Errorf("%s %s NitroTPM PCR%d at its reset value (%x…): nothing was measured into it", source, has, i, pcrs[i][:4]),
-				"any instance that measures nothing there would match; leave PCR%d out with --pcrs, or measure the image's boot with nitro-tpm-pcr-compute", i)
-		}
-		return withHint(fmt.Errorf("%s %s PCR%d all zeros, the value of a debug-mode enclave", source, has, i),
-			"any enclave started with --debug-mode, running anything, would match; measure the release image (nitro-cli build-enclave) instead")
 	}
 	if k == attestation.KindNitroTPM && !slices.ContainsFunc(chosen, func(i int) bool { return slices.Contains(bootPCRs, i) }) {
 		return withHint(fmt.Errorf("the policy would require only NitroTPM PCR%s, none of which measures the boot", joinInts(chosen, ", PCR")),
