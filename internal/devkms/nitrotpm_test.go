@@ -159,13 +159,14 @@ func TestNitroTPMRecipient(t *testing.T) {
 			"recipient.attestationDocumentModuleId=" + instanceModuleID,
 			"recipient.attestationDocumentNitroTPMPCR4=" + b64(pcr4),
 			"recipient.attestationDocumentNitroTPMPCR12=" + b64(pcr12),
+			"recipient.attestationDocumentNitroTPMPCR16=" + b64(make([]byte, attestation.PCRSize)),
 		} {
 			if !strings.Contains(line, want) {
 				t.Errorf("log line %q lacks %q", line, want)
 			}
 		}
-		// PCRs at their reset value (nothing measured) and enclave fields
-		// are not recorded.
+		// The PCRs AWS's example does not show (but PCR12), and the
+		// enclave fields, are not recorded.
 		for _, unwanted := range []string{"NitroTPMPCR0=", "NitroTPMPCR17=", "Enclave"} {
 			if strings.Contains(line, unwanted) {
 				t.Errorf("log line %q has %q", line, unwanted)
@@ -265,7 +266,7 @@ func TestNitroTPMDocumentIsNoEnclave(t *testing.T) {
 		t.Errorf("log line %q records the enclave's document under other fields", line)
 	}
 	// The refused NitroTPM request is logged with its document too.
-	if line := logs.line("op=GenerateDataKey", "error=AccessDeniedException"); !strings.Contains(line, "recipient.attestationDocumentNitroTPMPCR0="+b64(pcrs[0])) {
+	if line := logs.line("op=GenerateDataKey", "error=AccessDeniedException"); !strings.Contains(line, "recipient.attestationDocumentNitroTPMPCR4="+b64(pcrs[4])) {
 		t.Errorf("the refused request's log line %q does not record its NitroTPM document", line)
 	}
 }

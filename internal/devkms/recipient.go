@@ -159,6 +159,12 @@ func (v *recipientVerifier) verifyDocument(b []byte, now time.Time) (*verifiedRe
 	}, nil
 }
 
+// nitroTPMTrailPCRs are the NitroTPM PCRs devkms records: those of the
+// example entry in the KMS Developer Guide ("Monitoring requests for
+// NitroTPM": PCR4, 7, 8, 9, 16 and 23) and PCR12, which the EC2 User Guide
+// names with PCR4 for an Attestable AMI's standard boot.
+var nitroTPMTrailPCRs = []int{4, 7, 8, 9, 12, 16, 23}
+
 // enclaveTrailPCRs are the PCRs besides PCR0 (the image digest) that KMS's
 // CloudTrail records for an enclave's document: PCR1, PCR2, PCR3, PCR4 and
 // PCR8, in every example AWS documents (KMS Developer Guide, "Monitoring
@@ -178,11 +184,10 @@ var enclaveTrailPCRs = []int{1, 2, 3, 4, 8}
 //     requests for Nitro enclaves");
 //   - a NitroTPM's: attestationDocumentModuleId and
 //     attestationDocumentNitroTPMPCR<n> (KMS Developer Guide, "Monitoring
-//     requests for NitroTPM"). AWS's example shows PCR4, 7, 8, 9, 16 and
-//     23 and does not say which PCRs it records; devkms records every PCR
-//     that holds a measurement, that is, every one that differs from the
-//     value a TPM resets it to (all zeros, or all ones for PCR17-22), so
-//     PCR4, 7 and 12 of an Attestable AMI always appear.
+//     requests for NitroTPM"), for the PCRs AWS's example entry shows (4,
+//     7, 8, 9, 16 and 23; AWS does not say whether KMS records others)
+//     and PCR12, which an Attestable AMI's key policy names with PCR4
+//     (nitroTPMTrailPCRs), whatever their values.
 //
 // CloudTrail writes PCR values in base64 (published real entries hold 64
 // characters, such as "O0p+...l00D", for a 48-byte PCR, where AWS's
@@ -200,30 +205,13 @@ func cloudTrailRecipient(doc *attestation.Document) []slog.Attr {
 			}
 		}
 	case attestation.KindNitroTPM:
-		for i := range attestation.NitroTPMPCRCount {
-			if v, ok := doc.NitroTPMPCRs[i]; ok && !atResetValue(i, v) {
+		for _, i := range nitroTPMTrailPCRs {
+			if v, ok := doc.NitroTPMPCRs[i]; ok {
 				attrs = append(attrs, slog.String("attestationDocumentNitroTPMPCR"+strconv.Itoa(i), b64(v)))
 			}
 		}
 	}
 	return attrs
-}
-
-// atResetValue reports whether NitroTPM PCR i holds the value a TPM resets
-// it to, i.e. nothing was measured into it: all ones for PCR17-22 (the
-// locality-restricted PCRs of the TCG PC Client Platform TPM Profile), all
-// zeros for the others.
-func atResetValue(i int, v []byte) bool {
-	var reset byte
-	if i >= 17 && i <= 22 {
-		reset = 0xff
-	}
-	for _, c := range v {
-		if c != reset {
-			return false
-		}
-	}
-	return true
 }
 
 func (v *recipientVerifier) remember(sum [32]byte, vr *verifiedRecipient) {
