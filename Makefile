@@ -128,7 +128,7 @@ soak:
 
 DEMOFLAGS ?=
 
-## demo: the whole flow on this machine (devkms, simulated NSM, kmsproxyd, kmsproxyctl); DEMOFLAGS=-keep keeps its folder and the command lines
+## demo: the whole flow on this machine (devkms, simulated NSM and NitroTPM, kmsproxyd, kmsproxyctl), for an enclave and an attested instance; DEMOFLAGS=-keep keeps its folder and the command lines
 demo:
 	@echo "make demo: compiling kmsproxyd, kmsproxyctl, devkms and the demo (the first time takes a minute or two)"
 	$(GO) build -tags nsmsim -o $(BIN)/demo/ ./test/demo ./cmd/kmsproxyd ./cmd/kmsproxyctl ./cmd/devkms
