@@ -7,7 +7,10 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -334,6 +337,53 @@ func TestNitroTPMRecipientChecks(t *testing.T) {
 				return
 			}
 			wantAPIError(t, err, "ValidationException", tt.want)
+		})
+	}
+}
+
+// TestRealNitroTPMDocuments: documents the Nitro Hypervisor signed for real
+// EC2 instances (internal/attestation/testdata/nitrotpm) verify in devkms
+// against the AWS Nitro root it always trusts, at their own time: they are
+// refused only because their public_key, a bare 65-byte P-256 point made
+// for another use, cannot receive KMS's answer (KMS encrypts to an RSA
+// SubjectPublicKeyInfo). An hour past their leaf certificate they no longer
+// verify.
+func TestRealNitroTPMDocuments(t *testing.T) {
+	dir := filepath.Join("..", "attestation", "testdata", "nitrotpm")
+	raw, err := os.ReadFile(filepath.Join(dir, "expected.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var expected map[string]struct {
+		TimestampMS int64  `json:"timestamp_ms"`
+		ModuleID    string `json:"module_id"`
+	}
+	if err := json.Unmarshal(raw, &expected); err != nil {
+		t.Fatal(err)
+	}
+	if len(expected) == 0 {
+		t.Fatal("no real NitroTPM documents")
+	}
+	for name, want := range expected {
+		t.Run(name, func(t *testing.T) {
+			doc, err := os.ReadFile(filepath.Join(dir, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			clk := &fakeClock{t: time.UnixMilli(want.TimestampMS)}
+			logs := &logBuffer{}
+			kmsd := devkmstest.Start(t, devkmstest.WithConfig(func(c *devkms.Config) {
+				c.Now = clk.Now
+				c.Logger = slog.New(slog.NewTextHandler(logs, nil))
+			}))
+			c := kmsd.Client(t)
+			_, err = c.GenerateRandom(ctx, &kms.GenerateRandomInput{NumberOfBytes: aws.Int32(16), Recipient: &types.RecipientInfo{AttestationDocument: doc}})
+			wantAPIError(t, err, "ValidationException",
+				"Invalid Recipient: the NitroTPM attestation document's public_key cannot receive KMS's answer: attestation: unusable recipient public key: public_key (65 bytes) is not a DER SubjectPublicKeyInfo")
+
+			clk.Set(time.UnixMilli(want.TimestampMS).Add(4 * time.Hour))
+			_, err = c.GenerateRandom(ctx, &kms.GenerateRandomInput{NumberOfBytes: aws.Int32(16), Recipient: &types.RecipientInfo{AttestationDocument: doc}})
+			wantAPIError(t, err, "ValidationException", "Invalid Recipient: the NitroTPM attestation document does not verify: attestation: certificate expired")
 		})
 	}
 }
