@@ -241,7 +241,9 @@ func readyz(addr string) (readiness, int, error) {
 
 // remoteAttestation asks kmsproxyd for a fresh document for a remote
 // verifier (POST /v1/attestation): the one request that always goes to the
-// TPM, whatever the document in use.
+// TPM, whatever the document in use. kmsproxyd rate-limits these per
+// listener (a burst, then one every 500ms) with ThrottlingException; like
+// any client, it backs off and retries, at most 40 times.
 func remoteAttestation(addr string, nonce []byte) (int, []byte, error) {
 	hc, err := client.HTTPClient(addr)
 	if err != nil {
@@ -250,13 +252,19 @@ func remoteAttestation(addr string, nonce []byte) (int, []byte, error) {
 	defer hc.CloseIdleConnections()
 	hc.Timeout = 30 * time.Second
 	body, _ := json.Marshal(map[string][]byte{"nonce": nonce})
-	resp, err := hc.Post(client.Endpoint+"/v1/attestation", "application/json", bytes.NewReader(body))
-	if err != nil {
-		return 0, nil, err
+	for range 40 {
+		resp, err := hc.Post(client.Endpoint+"/v1/attestation", "application/json", bytes.NewReader(body))
+		if err != nil {
+			return 0, nil, err
+		}
+		b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		if err != nil || !bytes.Contains(b, []byte(`"__type":"ThrottlingException"`)) {
+			return resp.StatusCode, b, err
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	return resp.StatusCode, b, err
+	return 0, nil, errors.New("POST /v1/attestation: throttled 40 times in a row")
 }
 
 // TestInstanceTPMFaults: a NitroTPM that answers badly (a short, oversized
