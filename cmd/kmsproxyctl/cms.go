@@ -30,7 +30,10 @@ func runCMSInspect(ctx context.Context, e *env, args []string) error {
 		`Describe a CiphertextForRecipient envelope (CMS EnvelopedData) without
 decrypting it: encoding, versions, recipient identifier, algorithms, IV and
 sizes. FILE holds the BER/DER bytes or their base64 (as in the KMS answer's
-CiphertextForRecipient); - reads stdin.`,
+CiphertextForRecipient); - reads stdin. Any well-formed EnvelopedData is
+described; what kmsproxyd would refuse in it (algorithms, parameters or
+versions KMS never writes, such as RSAES-OAEP with SHA-1) is listed at the
+end ("refusals" in --json), and only cms decrypt refuses it.`,
 		`  kmsproxyctl cms inspect envelope.ber
   jq -r .CiphertextForRecipient answer.json | kmsproxyctl cms inspect --json -`)
 	asJSON := f.Bool("json", false, "print the structure as JSON")
@@ -50,7 +53,9 @@ CiphertextForRecipient); - reads stdin.`,
 	if err != nil {
 		return err
 	}
-	envl, err := cms.Parse(b)
+	// Inspect, not Parse: a diagnostic shows every well-formed envelope
+	// and marks what kmsproxyd would refuse; only cms decrypt refuses.
+	envl, err := cms.Inspect(b)
 	if err != nil {
 		return cmsError(err)
 	}

@@ -352,6 +352,9 @@ func (e *Envelope) decryptWith(key *Key, inPlace bool) ([]byte, error) {
 // checkDecryptable checks what would make the cipher calls panic or mean
 // something else: an Envelope can be built by hand.
 func (e *Envelope) checkDecryptable() error {
+	if len(e.Refusals) > 0 {
+		return unsupported("%s", e.Refusals[0]) // read by Inspect, which lets these through
+	}
 	if len(e.IV) != aes.BlockSize {
 		return unsupported("AES-256-CBC IV is %d bytes, want %d", len(e.IV), aes.BlockSize)
 	}

@@ -40,6 +40,10 @@ type Envelope struct {
 	RecipientID HexBytes `json:"recipient_id"`
 	// KeyEncryption is the keyEncryptionAlgorithm.
 	KeyEncryption KeyEncryption `json:"key_encryption"`
+	// Refusals lists, for an envelope read with Inspect, what kmsproxyd
+	// would refuse in it and why (Parse and Decrypt refuse the envelope at
+	// the first of them). Empty when the envelope has KMS's shape.
+	Refusals []string `json:"refusals,omitempty"`
 	// EncryptedKey is the RSA-OAEP encrypted content-encryption key; its size
 	// is the recipient key's modulus size.
 	EncryptedKey Blob `json:"encrypted_key"`
@@ -148,6 +152,21 @@ func (b Blob) MarshalJSON() ([]byte, error) {
 // an *Error otherwise. The Envelope's byte fields are copies: envelope may be
 // reused once Parse returns.
 func Parse(envelope []byte) (*Envelope, error) {
+	return parse(envelope, false)
+}
+
+// Inspect reads an envelope as Parse does, for diagnosis: it accepts every
+// well-formed EnvelopedData that Parse refuses only for its algorithms,
+// parameters or versions (RSAES-OAEP with SHA-1 defaults, another content
+// encryption, a version KMS does not write, attributes KMS never writes,
+// several recipients), describes it, and lists in Envelope.Refusals what
+// kmsproxyd would refuse and why. Malformed encodings and the size limits
+// are errors, as for Parse.
+func Inspect(envelope []byte) (*Envelope, error) {
+	return parse(envelope, true)
+}
+
+func parse(envelope []byte, lenient bool) (*Envelope, error) {
 	if len(envelope) > MaxEnvelopeSize {
 		return nil, newError(ErrTooLarge, fmt.Sprintf("envelope is %d bytes, the limit is %d", len(envelope), MaxEnvelopeSize))
 	}
@@ -156,8 +175,15 @@ func Parse(envelope []byte) (*Envelope, error) {
 		return nil, err
 	}
 	e := &Envelope{Size: len(envelope)}
+	if lenient {
+		// A non-nil Refusals is what makes refuse note instead of fail.
+		e.Refusals = []string{}
+	}
 	if err := e.readContentInfo(&root); err != nil {
 		return nil, err
+	}
+	if len(e.Refusals) == 0 {
+		e.Refusals = nil
 	}
 	switch {
 	case root.hasIndefinite():
@@ -190,6 +216,19 @@ func malformed(format string, args ...any) error {
 
 func unsupported(format string, args ...any) error {
 	return newError(ErrUnsupported, fmt.Sprintf(format, args...))
+}
+
+// refuse returns err (an ErrUnsupported *Error) while parsing strictly;
+// for Inspect (e.Refusals not nil while it reads) it notes the reason in
+// Refusals and returns nil, so that the reader goes on with what the
+// envelope says instead.
+func (e *Envelope) refuse(err error) error {
+	var ce *Error
+	if e.Refusals == nil || !errors.As(err, &ce) || !errors.Is(err, ErrUnsupported) {
+		return err
+	}
+	e.Refusals = append(e.Refusals, ce.Reason)
+	return nil
 }
 
 // expectTag checks that el has the identifier octet want.
@@ -272,7 +311,10 @@ func (e *Envelope) readEnvelopedData(n *berElement) error {
 	}
 	f := all[1:]
 	if len(f) > 0 && f[0].tag == tagContext0Cons {
-		return unsupported("EnvelopedData has originatorInfo, which KMS never writes")
+		if err := e.refuse(unsupported("EnvelopedData has originatorInfo, which KMS never writes")); err != nil {
+			return err
+		}
+		f = f[1:]
 	}
 	if len(f) < 2 {
 		return malformed("EnvelopedData has %d elements, want recipientInfos and encryptedContentInfo", len(all))
@@ -287,8 +329,10 @@ func (e *Envelope) readEnvelopedData(n *berElement) error {
 		return err
 	}
 	switch extra := f[2:]; {
-	case len(extra) > 0 && extra[0].tag == tagContext1Cons:
-		return unsupported("EnvelopedData has unprotectedAttrs, which KMS never writes")
+	case len(extra) == 1 && extra[0].tag == tagContext1Cons:
+		if err := e.refuse(unsupported("EnvelopedData has unprotectedAttrs, which KMS never writes")); err != nil {
+			return err
+		}
 	case len(extra) > 0:
 		return malformed("EnvelopedData has %d unexpected trailing elements", len(extra))
 	}
@@ -300,10 +344,10 @@ func (e *Envelope) readEnvelopedData(n *berElement) error {
 	if e.RecipientVersion == 0 {
 		want = 0
 	}
-	if version != want {
-		return unsupported("EnvelopedData version %d, want %d for a version %d recipient (RFC 5652 section 6.1)", version, want, e.RecipientVersion)
-	}
 	e.Version = version
+	if version != want {
+		return e.refuse(unsupported("EnvelopedData version %d, want %d for a version %d recipient (RFC 5652 section 6.1)", version, want, e.RecipientVersion))
+	}
 	return nil
 }
 
@@ -328,7 +372,13 @@ func (e *Envelope) readRecipientInfos(n *berElement) error {
 		return err
 	}
 	if len(ris) != 1 {
-		return unsupported("%d recipient infos, want exactly 1", len(ris))
+		if err := e.refuse(unsupported("%d recipient infos, want exactly 1", len(ris))); err != nil {
+			return err
+		}
+		if len(ris) == 0 {
+			return nil
+		}
+		ris = ris[:1] // Inspect describes the first
 	}
 	if n.indefinite {
 		return unsupported("recipient infos use indefinite lengths; KMS writes them in DER")
@@ -378,7 +428,9 @@ func (e *Envelope) readKeyTransRecipientInfo(ri *berElement) error {
 		}
 		e.RecipientIDKind = SubjectKeyIdentifier
 		if version != 2 {
-			return unsupported("recipient info version %d, want 2 with a subjectKeyIdentifier (RFC 5652 section 6.2.1)", version)
+			if err := e.refuse(unsupported("recipient info version %d, want 2 with a subjectKeyIdentifier (RFC 5652 section 6.2.1)", version)); err != nil {
+				return err
+			}
 		}
 	case ktri.PeekASN1Tag(cbasn1.SEQUENCE):
 		if !ktri.ReadASN1Element(&rid, cbasn1.SEQUENCE) || !checkIssuerAndSerial(rid) {
@@ -386,7 +438,9 @@ func (e *Envelope) readKeyTransRecipientInfo(ri *berElement) error {
 		}
 		e.RecipientIDKind = IssuerAndSerialNumber
 		if version != 0 {
-			return unsupported("recipient info version %d, want 0 with an issuerAndSerialNumber (RFC 5652 section 6.2.1)", version)
+			if err := e.refuse(unsupported("recipient info version %d, want 0 with an issuerAndSerialNumber (RFC 5652 section 6.2.1)", version)); err != nil {
+				return err
+			}
 		}
 	default:
 		return malformed("recipient identifier is neither subjectKeyIdentifier nor issuerAndSerialNumber")
@@ -398,7 +452,7 @@ func (e *Envelope) readKeyTransRecipientInfo(ri *berElement) error {
 	if !ktri.ReadASN1(&alg, cbasn1.SEQUENCE) {
 		return malformed("keyEncryptionAlgorithm is not a DER SEQUENCE")
 	}
-	if err := e.KeyEncryption.read(alg); err != nil {
+	if err := e.KeyEncryption.read(alg, e.refuse); err != nil {
 		return err
 	}
 	var ek []byte
@@ -408,10 +462,10 @@ func (e *Envelope) readKeyTransRecipientInfo(ri *berElement) error {
 	if !ktri.Empty() {
 		return malformed("recipient info has trailing elements")
 	}
-	if !supportedKeySize(len(ek)) {
-		return unsupported("encrypted key is %d bytes, want the modulus size of an RSA-2048, RSA-3072 or RSA-4096 key (256, 384 or 512)", len(ek))
-	}
 	e.EncryptedKey = Blob(append([]byte(nil), ek...))
+	if !supportedKeySize(len(ek)) {
+		return e.refuse(unsupported("encrypted key is %d bytes, want the modulus size of an RSA-2048, RSA-3072 or RSA-4096 key (256, 384 or 512)", len(ek)))
+	}
 	return nil
 }
 
@@ -436,24 +490,29 @@ func checkIssuerAndSerial(der cryptobyte.String) bool {
 // KMS writes (and its only RecipientInfo.KeyEncryptionAlgorithm value is
 // RSAES_OAEP_SHA_256, KMS API Reference, RecipientInfo). The defaults mean
 // SHA-1, so absent or empty parameters are refused.
-func (k *KeyEncryption) read(alg cryptobyte.String) error {
+func (k *KeyEncryption) read(alg cryptobyte.String, refuse func(error) error) error {
 	var oid []byte
 	if !readOIDContent(&alg, &oid) {
 		return malformed("keyEncryptionAlgorithm has no DER OBJECT IDENTIFIER")
 	}
 	if !oidRSAESOAEP.is(oid) {
-		return unsupported("key encryption algorithm %s, want %s", describeOID(oid), oidRSAESOAEP)
+		k.OID, k.Name = describeOID(oid), describeOID(oid)
+		return refuse(unsupported("key encryption algorithm %s, want %s", describeOID(oid), oidRSAESOAEP))
 	}
 	k.OID, k.Name = oidRSAESOAEP.dotted, nameRSAESOAEP
+	// What RFC 4055 section 4.1's defaults mean, for Inspect to show.
+	const sha1Default, mgf1Default = "SHA-1 (default)", "MGF1 (default)"
 	if alg.Empty() {
-		return unsupported("RSAES-OAEP parameters absent, which means SHA-1 and MGF1-SHA-1 (RFC 4055 section 4.1); want SHA-256")
+		k.Hash, k.MGF, k.MGFHash = sha1Default, mgf1Default, sha1Default
+		return refuse(unsupported("RSAES-OAEP parameters absent, which means SHA-1 and MGF1-SHA-1 (RFC 4055 section 4.1); want SHA-256"))
 	}
 	var params cryptobyte.String
 	if !alg.ReadASN1(&params, cbasn1.SEQUENCE) || !alg.Empty() {
 		return malformed("RSAES-OAEP parameters are not a DER SEQUENCE")
 	}
 	if params.Empty() {
-		return unsupported("RSAES-OAEP parameters empty, which means SHA-1 and MGF1-SHA-1 (RFC 4055 section 4.1); want SHA-256")
+		k.Hash, k.MGF, k.MGFHash = sha1Default, mgf1Default, sha1Default
+		return refuse(unsupported("RSAES-OAEP parameters empty, which means SHA-1 and MGF1-SHA-1 (RFC 4055 section 4.1); want SHA-256"))
 	}
 
 	var hashFunc cryptobyte.String
@@ -462,40 +521,36 @@ func (k *KeyEncryption) read(alg cryptobyte.String) error {
 		return malformed("RSAES-OAEP hashFunc is not DER")
 	}
 	if !present {
-		return unsupported("RSAES-OAEP hashFunc absent, which means SHA-1 (RFC 4055 section 4.1); want SHA-256")
+		k.Hash = sha1Default
+		if err := refuse(unsupported("RSAES-OAEP hashFunc absent, which means SHA-1 (RFC 4055 section 4.1); want SHA-256")); err != nil {
+			return err
+		}
+	} else {
+		hash, null, err := readHashAlgorithm(hashFunc, "RSAES-OAEP hashFunc")
+		if err != nil {
+			return err
+		}
+		k.Hash, k.HashNullParams = nameSHA256, null
+		if !oidSHA256.is(hash) {
+			k.Hash = describeOID(hash)
+			if err := refuse(unsupported("RSAES-OAEP hash %s, want SHA-256", describeOID(hash))); err != nil {
+				return err
+			}
+		}
 	}
-	hash, null, err := readHashAlgorithm(hashFunc, "RSAES-OAEP hashFunc")
-	if err != nil {
-		return err
-	}
-	if !oidSHA256.is(hash) {
-		return unsupported("RSAES-OAEP hash %s, want SHA-256", describeOID(hash))
-	}
-	k.Hash, k.HashNullParams = nameSHA256, null
 
 	var maskGen cryptobyte.String
 	if !params.ReadOptionalASN1(&maskGen, &present, cbasn1.Tag(1).Constructed().ContextSpecific()) {
 		return malformed("RSAES-OAEP maskGenFunc is not DER")
 	}
 	if !present {
-		return unsupported("RSAES-OAEP maskGenFunc absent, which means MGF1 with SHA-1 (RFC 4055 section 4.1); want MGF1 with SHA-256")
-	}
-	var mgf cryptobyte.String
-	var mgfOID []byte
-	if !maskGen.ReadASN1(&mgf, cbasn1.SEQUENCE) || !maskGen.Empty() || !readOIDContent(&mgf, &mgfOID) {
-		return malformed("RSAES-OAEP maskGenFunc is not a DER AlgorithmIdentifier")
-	}
-	if !oidMGF1.is(mgfOID) {
-		return unsupported("RSAES-OAEP mask generation function %s, want %s", describeOID(mgfOID), oidMGF1)
-	}
-	mgfHash, mgfNull, err := readHashAlgorithm(mgf, "MGF1 hash")
-	if err != nil {
+		k.MGF, k.MGFHash = mgf1Default, sha1Default
+		if err := refuse(unsupported("RSAES-OAEP maskGenFunc absent, which means MGF1 with SHA-1 (RFC 4055 section 4.1); want MGF1 with SHA-256")); err != nil {
+			return err
+		}
+	} else if err := k.readMGF(maskGen, refuse); err != nil {
 		return err
 	}
-	if !oidSHA256.is(mgfHash) {
-		return unsupported("MGF1 hash %s, want SHA-256", describeOID(mgfHash))
-	}
-	k.MGF, k.MGFHash, k.MGFHashNullParams = nameMGF1, nameSHA256, mgfNull
 
 	var pSource cryptobyte.String
 	if !params.ReadOptionalASN1(&pSource, &present, cbasn1.Tag(2).Constructed().ContextSpecific()) {
@@ -509,16 +564,44 @@ func (k *KeyEncryption) read(alg cryptobyte.String) error {
 			!readOIDContent(&src, &srcOID) || !src.ReadASN1Bytes(&label, cbasn1.OCTET_STRING) || !src.Empty() {
 			return malformed("RSAES-OAEP pSourceFunc is not a DER AlgorithmIdentifier with an OCTET STRING")
 		}
+		k.LabelExplicit = true
 		if !oidPSpecified.is(srcOID) {
-			return unsupported("RSAES-OAEP pSourceFunc %s, want %s", describeOID(srcOID), oidPSpecified)
+			if err := refuse(unsupported("RSAES-OAEP pSourceFunc %s, want %s", describeOID(srcOID), oidPSpecified)); err != nil {
+				return err
+			}
 		}
 		if len(label) != 0 {
-			return unsupported("RSAES-OAEP label of %d bytes; KMS uses an empty label", len(label))
+			if err := refuse(unsupported("RSAES-OAEP label of %d bytes; KMS uses an empty label", len(label))); err != nil {
+				return err
+			}
 		}
-		k.LabelExplicit = true
 	}
 	if !params.Empty() {
 		return malformed("RSAES-OAEP parameters have trailing elements")
+	}
+	return nil
+}
+
+// readMGF reads RSAES-OAEP's maskGenFunc: MGF1 with SHA-256 is what KMS
+// writes.
+func (k *KeyEncryption) readMGF(maskGen cryptobyte.String, refuse func(error) error) error {
+	var mgf cryptobyte.String
+	var mgfOID []byte
+	if !maskGen.ReadASN1(&mgf, cbasn1.SEQUENCE) || !maskGen.Empty() || !readOIDContent(&mgf, &mgfOID) {
+		return malformed("RSAES-OAEP maskGenFunc is not a DER AlgorithmIdentifier")
+	}
+	if !oidMGF1.is(mgfOID) {
+		k.MGF = describeOID(mgfOID)
+		return refuse(unsupported("RSAES-OAEP mask generation function %s, want %s", describeOID(mgfOID), oidMGF1))
+	}
+	mgfHash, mgfNull, err := readHashAlgorithm(mgf, "MGF1 hash")
+	if err != nil {
+		return err
+	}
+	k.MGF, k.MGFHash, k.MGFHashNullParams = nameMGF1, nameSHA256, mgfNull
+	if !oidSHA256.is(mgfHash) {
+		k.MGFHash = describeOID(mgfHash)
+		return refuse(unsupported("MGF1 hash %s, want SHA-256", describeOID(mgfHash)))
 	}
 	return nil
 }
@@ -567,10 +650,13 @@ func (e *Envelope) readEncryptedContentInfo(n *berElement) error {
 	if err != nil {
 		return err
 	}
-	if !oidData.is(ct) {
-		return unsupported("encrypted content type %s, want %s", describeOID(ct), oidData)
-	}
 	e.EncryptedContentType = oidData.dotted
+	if !oidData.is(ct) {
+		e.EncryptedContentType = describeOID(ct)
+		if err := e.refuse(unsupported("encrypted content type %s, want %s", describeOID(ct), oidData)); err != nil {
+			return err
+		}
+	}
 
 	if err := expectTag(&f[1], tagSequence, "contentEncryptionAlgorithm"); err != nil {
 		return err
@@ -583,7 +669,7 @@ func (e *Envelope) readEncryptedContentInfo(n *berElement) error {
 	}
 
 	if len(f) < 3 {
-		return unsupported("encrypted content absent (detached content is not supported)")
+		return e.refuse(unsupported("encrypted content absent (detached content is not supported)"))
 	}
 	return e.readEncryptedContent(&f[2])
 }
@@ -597,7 +683,13 @@ func (e *Envelope) readContentEncryption(der []byte) error {
 		return malformed("contentEncryptionAlgorithm is not a DER AlgorithmIdentifier")
 	}
 	if !oidAES256CBC.is(oid) {
-		return unsupported("content encryption algorithm %s, want %s", describeOID(oid), oidAES256CBC)
+		e.ContentEncryptionOID, e.ContentEncryption = describeOID(oid), describeOID(oid)
+		// Inspect shows an IV-like parameter (AES-CBC's) when there is one.
+		var iv []byte
+		if alg.ReadASN1Bytes(&iv, cbasn1.OCTET_STRING) && alg.Empty() {
+			e.IV = HexBytes(append([]byte(nil), iv...))
+		}
+		return e.refuse(unsupported("content encryption algorithm %s, want %s", describeOID(oid), oidAES256CBC))
 	}
 	e.ContentEncryptionOID, e.ContentEncryption = oidAES256CBC.dotted, nameAES256CBC
 	// RFC 3565 section 4.1: the parameters are the IV, an OCTET STRING.
@@ -605,10 +697,10 @@ func (e *Envelope) readContentEncryption(der []byte) error {
 	if !alg.ReadASN1Bytes(&iv, cbasn1.OCTET_STRING) || !alg.Empty() {
 		return malformed("AES-256-CBC parameters are not a DER OCTET STRING")
 	}
-	if len(iv) != aes.BlockSize {
-		return unsupported("AES-256-CBC IV is %d bytes, want %d", len(iv), aes.BlockSize)
-	}
 	e.IV = HexBytes(append([]byte(nil), iv...))
+	if len(iv) != aes.BlockSize {
+		return e.refuse(unsupported("AES-256-CBC IV is %d bytes, want %d", len(iv), aes.BlockSize))
+	}
 	return nil
 }
 
@@ -747,6 +839,12 @@ func (e *Envelope) Summary() string {
 	p("    ciphertext:      %d bytes in %d chunk(s), %s, chunk sizes %s", len(e.EncryptedContent), e.Chunks, form, chunkList(e.ChunkSizes))
 	lo, hi := e.PlaintextSize()
 	p("    plaintext:       %d to %d bytes", lo, hi)
+	if len(e.Refusals) > 0 {
+		p("kmsproxyd would refuse this envelope (KMS never writes it so):")
+		for _, r := range e.Refusals {
+			p("  - %s", r)
+		}
+	}
 	return b.String()
 }
 

@@ -312,7 +312,61 @@ func TestMalformed(t *testing.T) {
 			if !tt.atParse && perr != nil {
 				t.Errorf("Parse error = %v, want success (the problem is past the structure)", perr)
 			}
+			checkInspect(t, tt.name, env, key, perr, tt.reason)
 		})
+	}
+}
+
+// inspectable are the cases of TestMalformed that Parse refuses for their
+// algorithms, parameters or versions only: well-formed EnvelopedData that
+// Inspect describes, listing the refusal. The other refusals are about the
+// encoding, which Inspect refuses too.
+var inspectable = map[string]bool{
+	"second recipient": true, "no recipient": true,
+	"EnvelopedData version 0": true, "EnvelopedData version 3": true,
+	"recipient version 0 with a subjectKeyIdentifier": true, "recipient version 3": true,
+	"issuerAndSerialNumber with version 2": true,
+	"originatorInfo":                       true, "unprotectedAttrs": true,
+	"encrypted content type envelopedData":    true,
+	"RSAES-PKCS1-v1_5":                        true,
+	"OAEP parameters absent (SHA-1 defaults)": true, "OAEP parameters empty (SHA-1 defaults)": true,
+	"OAEP hash SHA-1": true, "OAEP hash SHA-384": true, "OAEP hashFunc absent, MGF1-SHA-256": true,
+	"MGF1 with SHA-1": true, "maskGenFunc absent (MGF1-SHA-1 default)": true, "unknown mask generation function": true,
+	"OAEP label":  true,
+	"AES-128-CBC": true, "AES-256-GCM": true, "IV of 15 bytes": true, "IV of 17 bytes": true,
+	"encrypted content absent": true, "encrypted key of 255 bytes": true,
+}
+
+// checkInspect checks Inspect on one case of TestMalformed: it accepts what
+// Parse accepts and the inspectable refusals (naming them in Refusals,
+// while Decrypt of the result still refuses), and refuses the rest as Parse
+// does.
+func checkInspect(t *testing.T, name string, env []byte, key *rsa.PrivateKey, perr error, reason string) {
+	t.Helper()
+	e, err := Inspect(env)
+	checkTyped(t, err)
+	switch {
+	case perr == nil:
+		if err != nil || len(e.Refusals) != 0 {
+			t.Errorf("Inspect = %v, refusals %q; want what Parse accepts, with no refusal", err, e.Refusals)
+		}
+	case inspectable[name]:
+		if err != nil {
+			t.Fatalf("Inspect error = %v, want a description listing the refusal", err)
+		}
+		if len(e.Refusals) == 0 || !strings.Contains(strings.Join(e.Refusals, "\n"), reason) {
+			t.Errorf("Inspect refusals %q do not mention %q", e.Refusals, reason)
+		}
+		if !strings.Contains(e.Summary(), "kmsproxyd would refuse") {
+			t.Errorf("Summary does not mark the refusal:\n%s", e.Summary())
+		}
+		if _, err := e.Decrypt(key); !isKind(err, ErrUnsupported) {
+			t.Errorf("Decrypt of an inspected envelope = %v, want ErrUnsupported", err)
+		}
+	default:
+		if err == nil {
+			t.Errorf("Inspect accepted an envelope Parse refuses for its encoding (%v)", perr)
+		}
 	}
 }
 
