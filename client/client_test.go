@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/smithy-go"
 
@@ -305,5 +307,64 @@ func TestPushCredentialsRefusesEmpty(t *testing.T) {
 	_, err := PushCredentials(context.Background(), "unix:///nonexistent.sock", aws.Credentials{AccessKeyID: "AKIA"})
 	if err == nil || !strings.Contains(err.Error(), "empty") {
 		t.Errorf("PushCredentials = %v", err)
+	}
+}
+
+// TestRetries: the client retries what another attempt may fix
+// (ThrottlingException) but not DependencyTimeoutException, which kmsproxyd
+// answers only after spending its whole request timeout on KMS.
+func TestRetries(t *testing.T) {
+	for _, tt := range []struct {
+		exception string
+		status    int
+		attempts  int
+	}{
+		{"DependencyTimeoutException", http.StatusServiceUnavailable, 1},
+		{"ThrottlingException", http.StatusBadRequest, 3},
+		{"KMSInternalException", http.StatusInternalServerError, 3},
+	} {
+		t.Run(tt.exception, func(t *testing.T) {
+			addr, seen := serveUnix(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+				w.WriteHeader(tt.status)
+				fmt.Fprintf(w, `{"__type":%q,"message":"m"}`, tt.exception)
+			}))
+			c, err := New(context.Background(), addr, func(o *kms.Options) {
+				o.Retryer = retry.AddWithMaxBackoffDelay(o.Retryer, time.Millisecond)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = c.GenerateRandom(context.Background(), &kms.GenerateRandomInput{NumberOfBytes: aws.Int32(8)})
+			var apiErr smithy.APIError
+			if !errors.As(err, &apiErr) || apiErr.ErrorCode() != tt.exception {
+				t.Fatalf("GenerateRandom = %v, want %s", err, tt.exception)
+			}
+			if got := len(seen()); got != tt.attempts {
+				t.Errorf("%d attempts, want %d", got, tt.attempts)
+			}
+		})
+	}
+}
+
+func TestIsPolicyDenial(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"kmsproxyd's policy, through the KMS client", &smithy.GenericAPIError{Code: "AccessDeniedException", Message: PolicyDenialPrefix + `listener "parent" may not call GenerateRandom (policy: listeners.parent.operations)`}, true},
+		{"kmsproxyd's policy, on a control endpoint", &Error{StatusCode: 403, Code: "AccessDeniedException", Message: PolicyDenialPrefix + `listener "parent" may not use the metrics endpoint`}, true},
+		{"KMS's key policy", &smithy.GenericAPIError{Code: "AccessDeniedException", Message: "User: arn:aws:iam::111122223333:role/r is not authorized to perform: kms:Decrypt"}, false},
+		{"another exception with the prefix", &smithy.GenericAPIError{Code: "ValidationException", Message: PolicyDenialPrefix + "x"}, false},
+		{"wrapped", fmt.Errorf("decrypt: %w", &smithy.GenericAPIError{Code: "AccessDeniedException", Message: PolicyDenialPrefix + "x"}), true},
+		{"not an API error", errors.New("AccessDeniedException: " + PolicyDenialPrefix), false},
+		{"nil", nil, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := IsPolicyDenial(tt.err); got != tt.want {
+				t.Errorf("IsPolicyDenial(%v) = %v, want %v", tt.err, got, tt.want)
+			}
+		})
 	}
 }

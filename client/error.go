@@ -2,12 +2,14 @@ package client
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/aws/smithy-go"
+	"github.com/enclavekit/kmsproxy/internal/kmsapi"
 )
 
 // maxErrorMessage bounds how much of an error answer's message Error keeps.
@@ -108,4 +110,22 @@ func printable(s string, max int) string {
 		b.WriteRune(r)
 	}
 	return b.String()
+}
+
+// PolicyDenialPrefix starts the message of an AccessDeniedException that
+// kmsproxyd's own policy decided (its listener rules, or the accounts and
+// regions it pins), as opposed to one KMS answered (a key policy, an IAM
+// policy or a grant). The fix differs: kmsproxyd's policy is a file in the
+// enclave image (change it and rebuild, which changes the measurements),
+// while KMS's decision is changed in KMS.
+const PolicyDenialPrefix = kmsapi.PolicyDenialPrefix
+
+// IsPolicyDenial reports whether err is kmsproxyd's policy refusing the
+// request: an AccessDeniedException (from the KMS client or a control
+// endpoint) whose message starts with PolicyDenialPrefix. It is false for
+// KMS's own AccessDeniedException and for every other error.
+func IsPolicyDenial(err error) bool {
+	var apiErr smithy.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode() == "AccessDeniedException" &&
+		strings.HasPrefix(apiErr.ErrorMessage(), PolicyDenialPrefix)
 }

@@ -190,8 +190,11 @@ func (t *kmsTarget) callError(op string, err error) error {
 		}
 		switch apiErr.ErrorCode() {
 		case kmsapi.AccessDenied:
+			if client.IsPolicyDenial(err) {
+				return withHint(msg, "kmsproxyd's own policy refused %s, not KMS: the rule is named in (policy: ...); the policy file is part of the enclave image, so changing it means rebuilding the image (and new measurements in the key policy)", op)
+			}
 			if t.enclave != "" {
-				return withHint(msg, "the key policy or kmsproxyd's listener policy refused %s; \"kmsproxyctl policy check\" shows which key policy condition fails for the measurements the enclave (or attested instance) reports (kmsproxyctl attest fetch)", op)
+				return withHint(msg, "KMS refused %s (the key policy, an IAM policy or a grant); \"kmsproxyctl policy check\" shows which key policy condition fails for the measurements the enclave (or attested instance) reports (kmsproxyctl attest fetch)", op)
 			}
 			return withHint(msg, "a key policy bound to an enclave's (or an instance's NitroTPM) measurements refuses calls without attestation; \"kmsproxyctl policy check --unattested\" explains the decision")
 		case "UnrecognizedClientException", "InvalidSignatureException", "MissingAuthenticationTokenException", kmsapi.ExpiredToken:
@@ -206,6 +209,11 @@ func (t *kmsTarget) callError(op string, err error) error {
 			// fails"; InvalidCiphertextException in the Decrypt API
 			// reference).
 			return withHint(msg, "the usual cause is a missing or different encryption context: pass exactly the --encryption-context pairs the data was encrypted with; otherwise the ciphertext is damaged or not a KMS ciphertext")
+		case kmsapi.Throttling:
+			if strings.Contains(apiErr.ErrorMessage(), "--upstream-conns") {
+				return withHint(msg, "kmsproxyd's connections to KMS were all busy: retry with backoff, or raise kmsproxyd's --upstream-conns with the vsock-proxy's workers")
+			}
+			return withHint(msg, "retry with backoff (the AWS SDKs do); KMS or kmsproxyd is at its request limit")
 		case "IncorrectKeyException":
 			return withHint(msg, "--key-id must name the key the ciphertext was encrypted under; leave it out for symmetric keys")
 		case kmsapi.DependencyTimeout:

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 )
 
 // Exception names used by KMS and by the servers in this repository. The
@@ -84,6 +85,27 @@ func StatusFor(typ string) int {
 		return s
 	}
 	return http.StatusBadRequest
+}
+
+// PolicyDenialPrefix starts the message of every AccessDeniedException that
+// kmsproxyd's own policy file decided (a listener rule, a pinned account or
+// region), so that callers can tell it from KMS's AccessDeniedException,
+// which a key policy, an IAM policy or a grant decided and whose message
+// never starts so (KMS's start "User: arn:..."). The two call for different
+// fixes: the listener policy is baked into the enclave image, the key policy
+// lives in KMS.
+const PolicyDenialPrefix = "kmsproxyd policy: "
+
+// PolicyDenied returns the AccessDeniedException for a refusal by
+// kmsproxyd's policy: reason (a *policy.Denied) after PolicyDenialPrefix.
+func PolicyDenied(reason error) *Error {
+	return Errorf(AccessDenied, "%s%s", PolicyDenialPrefix, reason)
+}
+
+// IsPolicyDenial reports whether e is kmsproxyd's policy refusing a request
+// (PolicyDenied), as opposed to an error KMS answered.
+func IsPolicyDenial(e *Error) bool {
+	return e != nil && e.Type == AccessDenied && strings.HasPrefix(e.Message, PolicyDenialPrefix)
 }
 
 // AsError returns err as a KMS-shaped error. Errors that are not already an

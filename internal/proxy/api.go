@@ -23,9 +23,15 @@ import (
 // KMSInternalException messages.
 const (
 	stepAttestation = "attestation"
-	stepUpstream    = "upstream"
-	stepEnvelope    = "envelope"
+	// stepUpstreamWait is the wait for one of the --upstream-conns
+	// connections to KMS, before anything is sent.
+	stepUpstreamWait = "upstream_wait"
+	stepUpstream     = "upstream"
+	stepEnvelope     = "envelope"
 )
+
+// steps lists the steps in the order logs show them.
+var steps = [...]string{stepAttestation, stepUpstreamWait, stepUpstream, stepEnvelope}
 
 // request is the state of one KMS API request.
 type request struct {
@@ -38,17 +44,15 @@ type request struct {
 	// keyMembers order) for checkAnswer.
 	requested [3]string
 	present   [3]bool
-	steps     [3]time.Duration // attestation, upstream, envelope
+	steps     [len(steps)]time.Duration // by the index of its name in steps
 }
 
 func (rq *request) step(name string, d time.Duration) {
-	switch name {
-	case stepAttestation:
-		rq.steps[0] += d
-	case stepUpstream:
-		rq.steps[1] += d
-	case stepEnvelope:
-		rq.steps[2] += d
+	for i, s := range steps {
+		if s == name {
+			rq.steps[i] += d
+			return
+		}
 	}
 }
 
@@ -112,7 +116,7 @@ func (l *listenerHandler) serveAPI(w http.ResponseWriter, r *http.Request) {
 	outcome := "ok"
 	if err != nil {
 		ke := kmsapi.AsError(err, "internal error")
-		outcome = ke.Type
+		outcome = outcomeOf(ke)
 		kmsapi.WriteError(w, ke)
 	}
 	d := time.Since(start)
@@ -144,11 +148,12 @@ func (l *listenerHandler) serveAPI(w http.ResponseWriter, r *http.Request) {
 	if rq.keyID != "" {
 		attrs = append(attrs, slog.String("key_id", rq.keyID))
 	}
-	if rq.steps != [3]time.Duration{} {
-		attrs = append(attrs, slog.Group("steps_ms",
-			slog.Float64(stepAttestation, ms(rq.steps[0])),
-			slog.Float64(stepUpstream, ms(rq.steps[1])),
-			slog.Float64(stepEnvelope, ms(rq.steps[2]))))
+	if rq.steps != [len(steps)]time.Duration{} {
+		group := make([]any, 0, len(steps))
+		for i, name := range steps {
+			group = append(group, slog.Float64(name, ms(rq.steps[i])))
+		}
+		attrs = append(attrs, slog.Group("steps_ms", group...))
 	}
 	if err != nil {
 		// Our own errors and KMS's messages name keys and checks, never
@@ -156,6 +161,19 @@ func (l *listenerHandler) serveAPI(w http.ResponseWriter, r *http.Request) {
 		attrs = append(attrs, slog.String("error", kmsapi.AsError(err, "internal error").Message))
 	}
 	s.log.LogAttrs(r.Context(), level, "request", attrs...)
+}
+
+// outcomePolicyDenied is the outcome of a request kmsproxyd's own policy
+// refused, kept apart from KMS's AccessDeniedException in metrics and logs.
+const outcomePolicyDenied = "policy_denied"
+
+// outcomeOf is the outcome label of an error answer: the exception name, or
+// outcomePolicyDenied for kmsproxyd's policy.
+func outcomeOf(ke *kmsapi.Error) string {
+	if kmsapi.IsPolicyDenial(ke) {
+		return outcomePolicyDenied
+	}
+	return ke.Type
 }
 
 func (l *listenerHandler) handle(w http.ResponseWriter, r *http.Request, rq *request) error {
@@ -173,7 +191,7 @@ func (l *listenerHandler) handle(w http.ResponseWriter, r *http.Request, rq *req
 	}
 	rq.op = op
 	if err := l.rules.AllowOperation(op); err != nil {
-		return kmsapi.Errorf(kmsapi.AccessDenied, "%s", err)
+		return kmsapi.PolicyDenied(err)
 	}
 	// The body is read before the request takes one of the listener's
 	// in-flight slots: a caller that sends headers and then nothing holds a
@@ -228,7 +246,7 @@ func checkInput(rq *request, in any) error {
 		// An empty id passes only when keys are unrestricted: a listener
 		// with key patterns must say which key it means.
 		if err := rq.rules.AllowKey(id); err != nil {
-			return kmsapi.Errorf(kmsapi.AccessDenied, "%s", err)
+			return kmsapi.PolicyDenied(err)
 		}
 	}
 	for _, name := range []string{"EncryptionContext", "SourceEncryptionContext", "DestinationEncryptionContext"} {
@@ -238,7 +256,7 @@ func checkInput(rq *request, in any) error {
 		}
 		ec, _ := f.Interface().(map[string]string)
 		if err := rq.rules.AllowEncryptionContext(ec); err != nil {
-			return kmsapi.Errorf(kmsapi.AccessDenied, "%s", err)
+			return kmsapi.PolicyDenied(err)
 		}
 	}
 	return nil
@@ -312,7 +330,7 @@ func (s *Server) checkAnswer(rq *request, out any) error {
 		s.log.Warn("KMS answer refused: the key it names is not one the policy allows; nothing of the answer was returned",
 			"request_id", rq.id, "listener", rq.listener, "operation", rq.op, "rule", rule,
 			"requested_key", p[0], "answered_key", p[1])
-		return kmsapi.Errorf(kmsapi.AccessDenied, "%s", err)
+		return kmsapi.PolicyDenied(err)
 	}
 	return nil
 }
@@ -347,14 +365,13 @@ func (a attested[In, Out]) serve(s *Server, ctx context.Context, w http.Response
 		})
 	}
 	if err := rq.rules.AllowPlaintext(rq.op); err != nil {
-		return kmsapi.Errorf(kmsapi.AccessDenied, "%s", err)
+		return kmsapi.PolicyDenied(err)
 	}
 
 	t := time.Now()
 	lease, err := s.cfg.Recipient.Acquire(ctx)
 	d := time.Since(t)
-	rq.step(stepAttestation, d)
-	s.metrics.observeStep(rq.listener, stepAttestation, d)
+	s.observe(rq, stepAttestation, d)
 	if err != nil {
 		if ctx.Err() != nil {
 			return kmsapi.Errorf(kmsapi.DependencyTimeout, "attestation: no attestation document within the request timeout")
@@ -367,17 +384,17 @@ func (a attested[In, Out]) serve(s *Server, ctx context.Context, w http.Response
 		KeyEncryptionAlgorithm: types.KeyEncryptionMechanismRsaesOaepSha256,
 	}
 
-	t = time.Now()
 	var out *Out
-	if werr := s.cfg.Upstream.Do(ctx, func(c *kms.Client) { out, err = a.call(c, ctx, in) }); werr != nil {
-		err = werr // the deadline passed while every upstream worker was busy
+	if err := s.callKMS(ctx, rq, func(c *kms.Client) error {
+		var err error
+		out, err = a.call(c, ctx, in)
+		return err
+	}); err != nil {
+		ke := upstream.ToKMSError(err)
+		s.noteAttested(rq, ke)
+		return ke
 	}
-	d = time.Since(t)
-	rq.step(stepUpstream, d)
-	s.metrics.observeStep(rq.listener, stepUpstream, d)
-	if err != nil {
-		return upstream.ToKMSError(err)
-	}
+	s.noteAttested(rq, nil)
 	if err := s.checkAnswer(rq, out); err != nil {
 		return err
 	}
@@ -400,8 +417,7 @@ func (a attested[In, Out]) serve(s *Server, ctx context.Context, w http.Response
 		return lease.Decrypt(*env)
 	}()
 	d = time.Since(t)
-	rq.step(stepEnvelope, d)
-	s.metrics.observeStep(rq.listener, stepEnvelope, d)
+	s.observe(rq, stepEnvelope, d)
 	if err != nil {
 		s.log.Warn("failed to open CiphertextForRecipient", "request_id", rq.id, "step", stepEnvelope, "err", err)
 		return kmsapi.Errorf(kmsapi.KMSInternal, "envelope: failed to decrypt CiphertextForRecipient")
@@ -451,19 +467,44 @@ func passThrough[In, Out any](call func(*kms.Client, context.Context, *In, ...fu
 	}
 }
 
+// callKMS runs call on one of the upstream connections and records its two
+// steps: the wait for a connection (upstream_wait) and the call itself,
+// SDK retries included (upstream).
+func (s *Server) callKMS(ctx context.Context, rq *request, call func(*kms.Client) error) error {
+	t := time.Now()
+	var started time.Time
+	var err error
+	if werr := s.cfg.Upstream.Do(ctx, func(c *kms.Client) {
+		started = time.Now()
+		err = call(c)
+	}); werr != nil {
+		err = werr // a *upstream.WaitError: never sent
+	}
+	end := time.Now()
+	if started.IsZero() {
+		started = end
+	}
+	s.observe(rq, stepUpstreamWait, started.Sub(t))
+	if end.After(started) {
+		s.observe(rq, stepUpstream, end.Sub(started))
+	}
+	return err
+}
+
+// observe records one step of a request in its log line and the metrics.
+func (s *Server) observe(rq *request, step string, d time.Duration) {
+	rq.step(step, d)
+	s.metrics.observeStep(rq.listener, step, d)
+}
+
 // relay calls KMS and writes its answer.
 func (s *Server) relay(ctx context.Context, w http.ResponseWriter, rq *request, call func(*kms.Client) (any, error)) error {
-	t := time.Now()
-	var (
-		out any
-		err error
-	)
-	if werr := s.cfg.Upstream.Do(ctx, func(c *kms.Client) { out, err = call(c) }); werr != nil {
-		err = werr // the deadline passed while every upstream worker was busy
-	}
-	d := time.Since(t)
-	rq.step(stepUpstream, d)
-	s.metrics.observeStep(rq.listener, stepUpstream, d)
+	var out any
+	err := s.callKMS(ctx, rq, func(c *kms.Client) error {
+		var err error
+		out, err = call(c)
+		return err
+	})
 	if err != nil {
 		var ke *kmsapi.Error
 		if errors.As(err, &ke) {

@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bytes"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -45,9 +46,11 @@ func TestManyClientsFewUpstreamConnections(t *testing.T) {
 	}
 }
 
-// TestQueuedRequestsTimeOut: requests waiting for an upstream worker while
-// KMS is slow end with DependencyTimeoutException within the request
-// timeout, like the ones on the wire; none hangs.
+// TestQueuedRequestsTimeOut: while KMS is slow, the requests on the wire end
+// with DependencyTimeoutException (KMS did not answer) and those still
+// waiting for an upstream connection with ThrottlingException naming
+// --upstream-conns (never sent), both within the request timeout; none
+// hangs, and the wait is its own step in the metrics.
 func TestQueuedRequestsTimeOut(t *testing.T) {
 	const callers = 16 // 4 times the workers of one upstream connection
 	timeout := 300 * time.Millisecond
@@ -55,16 +58,33 @@ func TestQueuedRequestsTimeOut(t *testing.T) {
 	e.DevKMS.SetFaults(devkms.Faults{Latency: 2 * time.Second})
 	start := time.Now()
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	codes := map[string]int{}
 	for range callers {
 		c := e.Client(t, e.ParentAddr)
 		wg.Go(func() {
 			_, err := c.GenerateRandom(ctx, &kms.GenerateRandomInput{NumberOfBytes: aws.Int32(8)})
-			if got := apiErrorCode(err); got != "DependencyTimeoutException" {
-				t.Errorf("error = %v, want DependencyTimeoutException", err)
+			code := apiErrorCode(err)
+			switch {
+			case code == "DependencyTimeoutException" && strings.Contains(err.Error(), "KMS did not answer"):
+			case code == "ThrottlingException" && strings.Contains(err.Error(), "connections to KMS stayed busy") &&
+				strings.Contains(err.Error(), "--upstream-conns") && strings.Contains(err.Error(), "not sent to KMS"):
+			default:
+				t.Errorf("error = %v, want DependencyTimeoutException (KMS did not answer) or ThrottlingException (no upstream connection)", err)
 			}
+			mu.Lock()
+			codes[code]++
+			mu.Unlock()
 		})
 	}
 	wg.Wait()
+	if codes["DependencyTimeoutException"] == 0 || codes["ThrottlingException"] == 0 {
+		t.Errorf("outcomes %v: want requests on the wire and requests that waited for a connection", codes)
+	}
+	series := `kmsproxy_step_duration_seconds_count{listener="parent",step="upstream_wait"}`
+	if n := metricValue(getMetrics(t, e, e.ParentAddr), series); n < 1 {
+		t.Errorf("%s = %v, want the waits counted", series, n)
+	}
 	if d := time.Since(start); d > timeout+time.Second {
 		t.Errorf("the requests took %s to fail, want about the %s request timeout", d, timeout)
 	}

@@ -32,6 +32,7 @@ type readiness struct {
 	Recipient   recipient.Status   `json:"recipient"`
 	Credentials credentials.Status `json:"credentials"`
 	Upstream    upstreamStatus     `json:"upstream"`
+	KMS         acceptanceStatus   `json:"kms"`
 }
 
 type upstreamStatus struct {
@@ -44,11 +45,12 @@ func (s *Server) readiness() readiness {
 		Recipient:   s.cfg.Recipient.Status(),
 		Credentials: s.cfg.Credentials.Status(),
 		Upstream:    upstreamStatus{Connections: s.cfg.Upstream.Conns()},
+		KMS:         s.acceptance.status(),
 	}
 	if off, ok := s.cfg.Upstream.ClockOffset(); ok {
 		rd.Upstream.ClockOffset = off.Seconds()
 	}
-	rd.Ready = rd.Recipient.Ready && rd.Credentials.Ready
+	rd.Ready = rd.Recipient.Ready && rd.Credentials.Ready && rd.KMS.AttestationAccepted
 	return rd
 }
 
@@ -167,7 +169,7 @@ func (l *listenerHandler) serveCredentials(w http.ResponseWriter, r *http.Reques
 		return
 	}
 	if err := l.rules.AllowCredentialsPush(); err != nil {
-		kmsapi.WriteError(w, kmsapi.Errorf(kmsapi.AccessDenied, "%s", err))
+		writeControlDenied(w, err)
 		return
 	}
 	// DecodePush reads at most credentials.MaxPushBody+1 bytes and names

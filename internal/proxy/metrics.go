@@ -63,7 +63,7 @@ func newMetrics(s *Server) *Metrics {
 		}, []string{listenerLabel, "operation"}),
 		steps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "kmsproxy_step_duration_seconds",
-			Help:    "Latency of each step of a request, by listener: attestation (getting a document, reused or new), upstream (KMS call incl. retries), envelope (CiphertextForRecipient decrypt).",
+			Help:    "Latency of each step of a request, by listener: attestation (getting a document, reused or new), upstream_wait (waiting for one of the --upstream-conns connections), upstream (KMS call incl. retries), envelope (CiphertextForRecipient decrypt).",
 			Buckets: stepBuckets,
 		}, []string{listenerLabel, "step"}),
 		inflight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -138,7 +138,7 @@ func newMetrics(s *Server) *Metrics {
 		// Each listener's series exist from the start, at zero.
 		m.inflight.WithLabelValues(l)
 		m.conns.WithLabelValues(l)
-		for _, step := range []string{stepAttestation, stepUpstream, stepEnvelope} {
+		for _, step := range steps {
 			m.stepObs[[2]string{l, step}] = m.steps.WithLabelValues(l, step)
 		}
 	}

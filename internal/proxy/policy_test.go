@@ -108,8 +108,8 @@ func TestPolicyRules(t *testing.T) {
 			want       int
 		}{
 			{e.ParentAddr, "/readyz", 200},
-			{e.ParentAddr, "/metrics", 400},
-			{e.ParentAddr, "/v1/info", 400},
+			{e.ParentAddr, "/metrics", 403},
+			{e.ParentAddr, "/v1/info", 403},
 			{e.LocalAddr, "/metrics", 200},
 		} {
 			hc, _ := e.HTTPClient(tt.addr)
@@ -166,7 +166,7 @@ func TestPushedCredentials(t *testing.T) {
 	if code, body := pushCreds(t, e, e.ParentAddr, enclavetest.RoleCredentials(time.Now().Add(-time.Minute))); code != 400 || !strings.Contains(body, "xpire") {
 		t.Fatalf("push of expired credentials: %d %s", code, body)
 	}
-	if code, body := pushCreds(t, e, e.LocalAddr, enclavetest.RoleCredentials(time.Now().Add(time.Hour))); code != 400 || !strings.Contains(body, "AccessDenied") {
+	if code, body := pushCreds(t, e, e.LocalAddr, enclavetest.RoleCredentials(time.Now().Add(time.Hour))); code != 403 || !strings.Contains(body, "AccessDenied") || !strings.Contains(body, `"kmsproxyd policy: `) {
 		t.Fatalf("push on the local listener (not allowed by the default policy): %d %s", code, body)
 	}
 	if code, body := pushCreds(t, e, e.ParentAddr, enclavetest.RoleCredentials(time.Now().Add(time.Hour))); code != 200 {

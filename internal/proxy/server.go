@@ -86,6 +86,8 @@ type Server struct {
 	// decrypts holds one token per envelope being decrypted (GOMAXPROCS).
 	decrypts chan struct{}
 	started  time.Time
+	// acceptance tracks KMS refusing the enclave's attestation (/readyz).
+	acceptance acceptance
 }
 
 // Requested attestation documents (POST /v1/attestation) each cost an NSM
@@ -271,11 +273,20 @@ func (l *listenerHandler) recoverer(next http.Handler) http.Handler {
 func (l *listenerHandler) control(name string, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if err := l.rules.AllowControl(name); err != nil {
-			kmsapi.WriteError(w, kmsapi.Errorf(kmsapi.AccessDenied, "%s", err))
+			writeControlDenied(w, err)
 			return
 		}
 		h(w, r)
 	}
+}
+
+// writeControlDenied answers a control endpoint the policy does not open to
+// the listener: 403 Forbidden (the endpoint exists; this caller may not use
+// it), in KMS's error shape with the policy's reason.
+func writeControlDenied(w http.ResponseWriter, reason error) {
+	e := kmsapi.PolicyDenied(reason)
+	e.Status = http.StatusForbidden
+	kmsapi.WriteError(w, e)
 }
 
 // methodNotAllowed answers a request to a known path with the wrong method.

@@ -377,7 +377,7 @@ func (j *job) run(k *kms.Client) {
 // goroutines (2 per upstream connection, started by New) and returns when
 // it has returned; a panic in call is raised again on the caller's
 // goroutine. While all workers are busy, Do waits for one, or until ctx
-// ends: then it returns ctx's error without running call.
+// ends: then it returns a *WaitError without running call.
 //
 // Only --upstream-conns calls can be on the wire at once anyway. Waiting
 // here, instead of inside net/http's transport, keeps the SDK's work for a
@@ -388,13 +388,24 @@ func (j *job) run(k *kms.Client) {
 // callers cost little memory.
 func (c *Client) Do(ctx context.Context, call func(*kms.Client)) error {
 	j := &job{call: call, done: make(chan struct{})}
+	var start time.Time
 	select {
 	case c.jobs <- j:
 	case <-c.closed:
 		call(c.kms)
 		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	default:
+		// Every worker is busy: wait, and say so if the wait is all there
+		// is time for.
+		start = time.Now()
+		select {
+		case c.jobs <- j:
+		case <-c.closed:
+			call(c.kms)
+			return nil
+		case <-ctx.Done():
+			return &WaitError{Conns: c.cfg.MaxConns, Waited: time.Since(start), Err: ctx.Err()}
+		}
 	}
 	<-j.done
 	if j.panicked != nil {

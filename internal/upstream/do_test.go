@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -109,11 +110,12 @@ func TestDoGivesUpWithContext(t *testing.T) {
 	defer cancel()
 	ran := false
 	err := c.Do(ctx, func(*kms.Client) { ran = true })
-	if !errors.Is(err, context.DeadlineExceeded) || ran {
-		t.Fatalf("Do = %v (ran %v), want context.DeadlineExceeded without running", err, ran)
+	var we *WaitError
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.As(err, &we) || ran {
+		t.Fatalf("Do = %v (ran %v), want a *WaitError for context.DeadlineExceeded without running", err, ran)
 	}
-	if got := ToKMSError(err); got.Type != kmsapi.DependencyTimeout {
-		t.Errorf("ToKMSError = %v, want %s", got, kmsapi.DependencyTimeout)
+	if got := ToKMSError(err); got.Type != kmsapi.Throttling || !strings.Contains(got.Message, "--upstream-conns") || !strings.Contains(got.Message, "not sent to KMS") {
+		t.Errorf("ToKMSError = %v, want %s naming --upstream-conns", got, kmsapi.Throttling)
 	}
 }
 

@@ -89,6 +89,21 @@ func roundBudget(d time.Duration) time.Duration {
 	return d.Round(10 * time.Millisecond)
 }
 
+// WaitError is a call that never started: every worker of Do (and so every
+// one of the --upstream-conns connections) stayed busy until the caller's
+// context ended. Nothing was sent to KMS.
+type WaitError struct {
+	Conns  int           // --upstream-conns
+	Waited time.Duration // how long the call waited
+	Err    error         // the context's error
+}
+
+func (e *WaitError) Error() string {
+	return fmt.Sprintf("upstream: all %d connections to KMS stayed busy for %s, until the request's deadline; the request was not sent to KMS", e.Conns, roundBudget(e.Waited))
+}
+
+func (e *WaitError) Unwrap() error { return e.Err }
+
 // CredentialsError is a failure to get credentials for signing.
 type CredentialsError struct{ Err error }
 
@@ -110,6 +125,8 @@ func (e *CredentialsError) Unwrap() error { return e.Err }
 //   - credentials that could not be had: KMSInternalException "credentials: ...";
 //   - out of time: DependencyTimeoutException "upstream: KMS did not answer
 //     within 10s";
+//   - never sent, every connection busy until the deadline (WaitError):
+//     ThrottlingException naming --upstream-conns;
 //   - no connection: KMSInternalException naming the step and the route;
 //   - input the SDK refused before sending it (a required member missing,
 //     a string too short, a number out of range: smithy.InvalidParamsError
@@ -153,6 +170,12 @@ func ToKMSError(err error) *kmsapi.Error {
 			// path, an empty 5xx. Its text is not for the caller.
 			return kmsapi.Errorf(kmsapi.KMSInternal, "upstream: KMS answered HTTP %d without a KMS error", status)
 		}
+	}
+	var we *WaitError
+	if errors.As(err, &we) {
+		// kmsproxyd's own capacity, like --max-inflight: the caller should
+		// back off and retry; KMS itself never saw the request.
+		return kmsapi.Errorf(kmsapi.Throttling, "%s: raise --upstream-conns (and the vsock-proxy's workers) or send fewer concurrent requests", we.Error())
 	}
 	var te *TimeoutError
 	if errors.As(err, &te) {
