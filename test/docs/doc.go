@@ -6,5 +6,5 @@
 // commands and flags. The flags are read from each binary's -h output, so
 // the test needs nothing from package main. The example seed, credentials
 // and IAM policies files of docs/configuration.md are parsed and applied by
-// devkms.
+// devkms, and docs/local.md's commands are run as a user would run them.
 package docs
