@@ -394,7 +394,7 @@ func TestBadInputKmsproxyd(t *testing.T) {
 		{name: "credentials: GET", send: sendHTTP("GET", "/v1/credentials", nil, nil),
 			want: kmsError(405, "UnknownOperationException", "")},
 		{name: "credentials: push on the local listener", door: localDoor, send: sendHTTP("PUT", "/v1/credentials", jsonCT(), pushBody(role, hour)),
-			want: kmsError(400, "AccessDeniedException", "credentials_push")},
+			want: kmsError(403, "AccessDeniedException", "kmsproxyd policy: listener \"local\" may not push credentials")},
 		{name: "metrics: POST", send: sendHTTP("POST", "/metrics", nil, []byte("x")),
 			want: kmsError(405, "UnknownOperationException", "")},
 		{name: "healthz: DELETE", send: sendHTTP("DELETE", "/healthz", nil, nil),
