@@ -33,6 +33,7 @@
 //	  local:
 //	    operations: ["*"]
 //	    plaintext: true
+//	    decrypt_cache: {max_age: 5m, max_uses: 1000, max_entries: 10000}
 //
 // The top level holds kms and listeners. kms (see Pin) names the 12-digit
 // AWS account IDs, quoted, and optionally the regions, whose keys kmsproxyd
@@ -67,6 +68,12 @@
 //     omitted: DefaultMaxConnections. Each listener has its own.
 //   - metrics_all_listeners omitted: false: /metrics on the listener shows
 //     only its own series.
+//   - decrypt_cache omitted: no cache, every Decrypt goes to KMS. Otherwise
+//     (see DecryptCache) kmsproxyd answers a Decrypt identical to one KMS
+//     answered on this listener from its memory, for at most max_age (1s to
+//     1h, a Go duration with its unit), max_uses times, holding at most
+//     max_entries answers (1 to 100,000). All three are required, and the
+//     listener must be able to call Decrypt and receive plaintext.
 //   - a listener absent from the file may do nothing but healthz and readyz.
 //
 // Patterns (keys, encryption context values) are globs in which "*" matches

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/enclavekit/kmsproxy/internal/suggest"
@@ -118,7 +119,11 @@ var kmsFields = []string{"accounts", "regions"}
 
 // listenerFields are the fields a listener's mapping may hold.
 var listenerFields = []string{"operations", "keys", "encryption_context", "without_encryption_context", "plaintext",
-	"credentials_push", "control", "max_inflight", "max_connections", "metrics_all_listeners"}
+	"credentials_push", "control", "max_inflight", "max_connections", "metrics_all_listeners", "decrypt_cache"}
+
+// decryptCacheFields are the fields of a listener's decrypt_cache, all
+// required.
+var decryptCacheFields = []string{"max_age", "max_uses", "max_entries"}
 
 type parser struct {
 	filename string
@@ -331,7 +336,7 @@ func (p *parser) listener(n *yaml.Node, path, name string) (*Rules, error) {
 	}
 	r := &Rules{listener: name, Operations: []string{}, Control: slices.Clone(defaultControl)}
 	var opNodes []*yaml.Node
-	var withoutECKey *yaml.Node
+	var withoutECKey, cacheKey *yaml.Node
 	plaintextSet := false
 	for _, kv := range pairs {
 		fpath := path + "." + kv.name
@@ -358,6 +363,9 @@ func (p *parser) listener(n *yaml.Node, path, name string) (*Rules, error) {
 			r.MaxConnections, err = p.limit(kv.value, fpath, MaxConnectionsLimit)
 		case "metrics_all_listeners":
 			r.MetricsAllListeners, err = p.boolean(kv.value, fpath)
+		case "decrypt_cache":
+			r.DecryptCache, err = p.decryptCache(kv.value, fpath)
+			cacheKey = kv.key
 		default:
 			err = p.errorAt(kv.key, path, "unknown field %s%s; a listener's fields are %s", echo(kv.name), suggest.DidYouMean(kv.name, listenerFields), strings.Join(listenerFields, ", "))
 		}
@@ -376,6 +384,11 @@ func (p *parser) listener(n *yaml.Node, path, name string) (*Rules, error) {
 					"%s carries no encryption context but this listener requires one (encryption_context), so it would always be refused: "+
 						"add it to without_encryption_context to allow it without one, or remove %s", op, op)
 			}
+		}
+	}
+	if cacheKey != nil {
+		if err := p.cacheUsable(r, cacheKey, path, plaintextSet); err != nil {
+			return nil, err
 		}
 	}
 	if !r.Plaintext {
@@ -532,6 +545,100 @@ func (p *parser) limit(n *yaml.Node, path string, max int) (int, error) {
 		return 0, p.errorAt(n, path, "must be a whole number from 1 to %d, got %s", max, describe(n))
 	}
 	return v, nil
+}
+
+// decryptCache parses a listener's decrypt_cache: a mapping with all of
+// max_age, max_uses and max_entries.
+func (p *parser) decryptCache(n *yaml.Node, path string) (*DecryptCache, error) {
+	const form = "must be a mapping such as {max_age: 5m, max_uses: 1000, max_entries: 10000}"
+	pairs, err := p.mapping(n, path, form)
+	if err != nil {
+		return nil, err
+	}
+	dc := &DecryptCache{}
+	seen := map[string]bool{}
+	for _, kv := range pairs {
+		fpath := path + "." + kv.name
+		switch kv.name {
+		case "max_age":
+			dc.MaxAge, err = p.duration(kv.value, fpath, MinDecryptCacheAge, MaxDecryptCacheAge)
+		case "max_uses":
+			dc.MaxUses, err = p.limit(kv.value, fpath, MaxDecryptCacheUses)
+		case "max_entries":
+			dc.MaxEntries, err = p.limit(kv.value, fpath, MaxDecryptCacheEntries)
+		default:
+			err = p.errorAt(kv.key, path, "unknown field %s%s; decrypt_cache holds max_age, max_uses and max_entries",
+				echo(kv.name), suggest.DidYouMean(kv.name, decryptCacheFields))
+		}
+		if err != nil {
+			return nil, err
+		}
+		seen[kv.name] = true
+	}
+	var missing []string
+	for _, f := range decryptCacheFields {
+		if !seen[f] {
+			missing = append(missing, f)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, p.errorAt(n, path, "missing %s: a decrypt cache needs all of max_age, max_uses and max_entries, "+
+			"so that every bound on it is written in the policy (for example {max_age: 5m, max_uses: 1000, max_entries: 10000})",
+			joinAnd(missing))
+	}
+	return dc, nil
+}
+
+// joinAnd joins words as a sentence lists them: "a", "a and b", "a, b
+// and c".
+func joinAnd(words []string) string {
+	if len(words) < 2 {
+		return strings.Join(words, "")
+	}
+	return strings.Join(words[:len(words)-1], ", ") + " and " + words[len(words)-1]
+}
+
+// cacheUsable refuses a decrypt_cache on a listener that could never use
+// it: one that may not call Decrypt or may not receive plaintext.
+func (p *parser) cacheUsable(r *Rules, key *yaml.Node, path string, plaintextSet bool) error {
+	cpath := path + ".decrypt_cache"
+	if !r.Plaintext {
+		why := "plaintext is false on this listener"
+		if !plaintextSet {
+			why = "this listener omits plaintext, which then is false"
+		}
+		return p.errorAt(key, cpath, "means nothing: Decrypt answers carry plaintext and %s; set plaintext: true or remove decrypt_cache", why)
+	}
+	if !slices.Contains(r.Operations, Wildcard) && !slices.Contains(r.Operations, "Decrypt") {
+		return p.errorAt(key, cpath, "means nothing: this listener may not call Decrypt (operations); add Decrypt to operations or remove decrypt_cache")
+	}
+	return nil
+}
+
+// duration parses a Go duration string ("5m", "90s", "1h") from min to max.
+func (p *parser) duration(n *yaml.Node, path string, min, max time.Duration) (time.Duration, error) {
+	form := fmt.Sprintf("must be a duration from %s to %s with its unit, such as 30s, 5m or 1h", fmtDuration(min), fmtDuration(max))
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
+		return 0, p.errorAt(n, path, "%s, got %s", form, describe(n))
+	}
+	d, err := time.ParseDuration(n.Value)
+	if err != nil || d < min || d > max {
+		return 0, p.errorAt(n, path, "%s, got %s", form, describe(n))
+	}
+	return d, nil
+}
+
+// fmtDuration writes whole hours, minutes or seconds without the zero
+// units time.Duration.String adds ("1h", not "1h0m0s").
+func fmtDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
 }
 
 // keyPatterns parses the keys list.

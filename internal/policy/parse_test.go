@@ -163,13 +163,13 @@ var parseErrorTests = []struct {
 		name: "unknown listener field",
 		text: "listeners:\n  parent:\n    operation: [Encrypt]\n",
 		want: `policy.yaml:3:5: listeners.parent: unknown field "operation" (did you mean "operations"?); ` +
-			`a listener's fields are operations, keys, encryption_context, without_encryption_context, plaintext, credentials_push, control, max_inflight, max_connections, metrics_all_listeners`,
+			`a listener's fields are operations, keys, encryption_context, without_encryption_context, plaintext, credentials_push, control, max_inflight, max_connections, metrics_all_listeners, decrypt_cache`,
 	},
 	{
 		name: "camel-case field",
 		text: "listeners:\n  parent:\n    encryptionContext: {tenant: \"*\"}\n",
 		want: `policy.yaml:3:5: listeners.parent: unknown field "encryptionContext" (did you mean "encryption_context"?); ` +
-			`a listener's fields are operations, keys, encryption_context, without_encryption_context, plaintext, credentials_push, control, max_inflight, max_connections, metrics_all_listeners`,
+			`a listener's fields are operations, keys, encryption_context, without_encryption_context, plaintext, credentials_push, control, max_inflight, max_connections, metrics_all_listeners, decrypt_cache`,
 	},
 	{
 		name: "non-string key",
@@ -513,6 +513,79 @@ var parseErrorTests = []struct {
 		name: "metrics_all_listeners not a boolean",
 		text: "listeners:\n  parent:\n    metrics_all_listeners: yes\n",
 		want: `policy.yaml:3:28: listeners.parent.metrics_all_listeners: must be true or false, got the string "yes"`,
+	},
+	{
+		name: "decrypt_cache missing a bound",
+		text: "listeners:\n  local:\n    operations: [Decrypt]\n    plaintext: true\n    decrypt_cache: {max_age: 5m, max_entries: 10000}\n",
+		want: `policy.yaml:5:20: listeners.local.decrypt_cache: missing max_uses: a decrypt cache needs all of max_age, max_uses and max_entries, ` +
+			`so that every bound on it is written in the policy (for example {max_age: 5m, max_uses: 1000, max_entries: 10000})`,
+	},
+	{
+		name: "decrypt_cache empty",
+		text: "listeners:\n  local:\n    operations: [Decrypt]\n    plaintext: true\n    decrypt_cache: {}\n",
+		want: `policy.yaml:5:20: listeners.local.decrypt_cache: missing max_age, max_uses and max_entries: a decrypt cache needs all of max_age, max_uses and max_entries, ` +
+			`so that every bound on it is written in the policy (for example {max_age: 5m, max_uses: 1000, max_entries: 10000})`,
+	},
+	{
+		name: "decrypt_cache true",
+		text: "listeners:\n  local:\n    operations: [Decrypt]\n    plaintext: true\n    decrypt_cache: true\n",
+		want: `policy.yaml:5:20: listeners.local.decrypt_cache: must be a mapping such as {max_age: 5m, max_uses: 1000, max_entries: 10000}, got bool true`,
+	},
+	{
+		name: "decrypt_cache misspelt field",
+		text: "listeners:\n  local:\n    operations: [Decrypt]\n    plaintext: true\n    decrypt_cache:\n      max_age: 5m\n      max_use: 1000\n      max_entries: 10000\n",
+		want: `policy.yaml:7:7: listeners.local.decrypt_cache: unknown field "max_use" (did you mean "max_uses"?); decrypt_cache holds max_age, max_uses and max_entries`,
+	},
+	{
+		name: "decrypt_cache misspelt listener field",
+		text: "listeners:\n  local:\n    operations: [Decrypt]\n    plaintext: true\n    decrypt-cache: {max_age: 5m, max_uses: 1000, max_entries: 10000}\n",
+		want: `policy.yaml:5:5: listeners.local: unknown field "decrypt-cache" (did you mean "decrypt_cache"?); ` +
+			`a listener's fields are operations, keys, encryption_context, without_encryption_context, plaintext, credentials_push, control, max_inflight, max_connections, metrics_all_listeners, decrypt_cache`,
+	},
+	{
+		name: "decrypt_cache max_age without a unit",
+		text: "listeners:\n  local:\n    operations: [Decrypt]\n    plaintext: true\n    decrypt_cache: {max_age: 300, max_uses: 1000, max_entries: 10000}\n",
+		want: `policy.yaml:5:30: listeners.local.decrypt_cache.max_age: must be a duration from 1s to 1h with its unit, such as 30s, 5m or 1h, got int 300`,
+	},
+	{
+		name: "decrypt_cache max_age over an hour",
+		text: "listeners:\n  local:\n    operations: [Decrypt]\n    plaintext: true\n    decrypt_cache: {max_age: 61m, max_uses: 1000, max_entries: 10000}\n",
+		want: `policy.yaml:5:30: listeners.local.decrypt_cache.max_age: must be a duration from 1s to 1h with its unit, such as 30s, 5m or 1h, got the string "61m"`,
+	},
+	{
+		name: "decrypt_cache max_age under a second",
+		text: "listeners:\n  local:\n    operations: [Decrypt]\n    plaintext: true\n    decrypt_cache: {max_age: 999ms, max_uses: 1000, max_entries: 10000}\n",
+		want: `policy.yaml:5:30: listeners.local.decrypt_cache.max_age: must be a duration from 1s to 1h with its unit, such as 30s, 5m or 1h, got the string "999ms"`,
+	},
+	{
+		name: "decrypt_cache max_age malformed",
+		text: "listeners:\n  local:\n    operations: [Decrypt]\n    plaintext: true\n    decrypt_cache: {max_age: five minutes, max_uses: 1000, max_entries: 10000}\n",
+		want: `policy.yaml:5:30: listeners.local.decrypt_cache.max_age: must be a duration from 1s to 1h with its unit, such as 30s, 5m or 1h, got the string "five minutes"`,
+	},
+	{
+		name: "decrypt_cache max_uses zero",
+		text: "listeners:\n  local:\n    operations: [Decrypt]\n    plaintext: true\n    decrypt_cache: {max_age: 5m, max_uses: 0, max_entries: 10000}\n",
+		want: `policy.yaml:5:44: listeners.local.decrypt_cache.max_uses: must be a whole number from 1 to 1000000, got int 0`,
+	},
+	{
+		name: "decrypt_cache max_uses over the limit",
+		text: "listeners:\n  local:\n    operations: [Decrypt]\n    plaintext: true\n    decrypt_cache: {max_age: 5m, max_uses: 1000001, max_entries: 10000}\n",
+		want: `policy.yaml:5:44: listeners.local.decrypt_cache.max_uses: must be a whole number from 1 to 1000000, got int 1000001`,
+	},
+	{
+		name: "decrypt_cache max_entries over the limit",
+		text: "listeners:\n  local:\n    operations: [Decrypt]\n    plaintext: true\n    decrypt_cache: {max_age: 5m, max_uses: 1000, max_entries: 100001}\n",
+		want: `policy.yaml:5:63: listeners.local.decrypt_cache.max_entries: must be a whole number from 1 to 100000, got int 100001`,
+	},
+	{
+		name: "decrypt_cache on a listener without Decrypt",
+		text: "listeners:\n  local:\n    operations: [GenerateDataKey]\n    plaintext: true\n    decrypt_cache: {max_age: 5m, max_uses: 1000, max_entries: 10000}\n",
+		want: `policy.yaml:5:5: listeners.local.decrypt_cache: means nothing: this listener may not call Decrypt (operations); add Decrypt to operations or remove decrypt_cache`,
+	},
+	{
+		name: "decrypt_cache on a listener without plaintext",
+		text: "listeners:\n  local:\n    operations: [\"*\"]\n    decrypt_cache: {max_age: 5m, max_uses: 1000, max_entries: 10000}\n",
+		want: `policy.yaml:4:5: listeners.local.decrypt_cache: means nothing: Decrypt answers carry plaintext and this listener omits plaintext, which then is false; set plaintext: true or remove decrypt_cache`,
 	},
 }
 
@@ -900,6 +973,7 @@ func TestMarshalRoundTrip(t *testing.T) {
 		{"absent listeners", mustParse(t, "listeners: {}\n")},
 		{"odd context keys", mustParse(t, "listeners:\n  parent:\n    encryption_context: {\"aws:ebs:id\": \"vol-*\", \"a b\": \"*\"}\n")},
 		{"pinned, with limits", mustParse(t, pinned)},
+		{"decrypt cache", mustParse(t, cachePolicy)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,7 +1,9 @@
 package policy
 
 import (
+	"encoding/json"
 	"slices"
+	"time"
 )
 
 // Listener names, the keys under listeners: in a policy file.
@@ -68,6 +70,75 @@ const (
 	MaxInflightLimit = 4096
 )
 
+// Bounds of a listener's decrypt_cache. Every field is required, and each
+// has an upper bound, because each is a bound on what the cache changes:
+// how long a KMS decision outlives KMS, how many answers one KMS
+// authorization yields, and how much plaintext kmsproxyd holds.
+const (
+	// MinDecryptCacheAge is the shortest max_age: below a second a cache
+	// saves nothing a caller would notice.
+	MinDecryptCacheAge = time.Second
+	// MaxDecryptCacheAge bounds max_age, the longest a disabled key, a
+	// revoked grant or a changed key policy can go unnoticed by callers
+	// that kmsproxyd answers from its cache. An hour is also kmsproxyd's
+	// default --key-rotation; KMS itself takes "usually less than five
+	// minutes" to make a grant change take effect everywhere (KMS API
+	// reference, RevokeGrant, "eventual consistency"), so an hour is twelve
+	// times KMS's own lag. Longer means the application wants to keep the
+	// plaintext itself, and should.
+	MaxDecryptCacheAge = time.Hour
+	// MaxDecryptCacheUses bounds max_uses, the answers one entry gives
+	// before it is dropped and the next identical request goes to KMS
+	// (and to CloudTrail) again. A million uses within MaxDecryptCacheAge
+	// is about 280 a second for a whole hour from one ciphertext; an
+	// application that needs more keeps the data key itself.
+	MaxDecryptCacheUses = 1_000_000
+	// MaxDecryptCacheEntries bounds max_entries. An entry holds the
+	// encoded answer (at most DecryptCacheEntryBytes: a plaintext of at
+	// most 4096 bytes, cms.MaxPlaintext, in base64, with KeyId and
+	// EncryptionAlgorithm) and about 200 bytes of bookkeeping, so 100,000
+	// entries of 32-byte data keys take about 40 MiB and 100,000 of
+	// 4096-byte plaintexts at most about 830 MiB: size it to the enclave's
+	// memory (run-enclave.json's memory_mib).
+	MaxDecryptCacheEntries = 100_000
+	// DecryptCacheEntryBytes bounds one cached answer: the JSON of a
+	// Decrypt answer with a 4096-byte plaintext is about 5.6 KiB (5,464
+	// bytes of base64, a key ARN of at most about 100 bytes, a
+	// KeyMaterialId of 64, the algorithm and the member names); an answer
+	// longer than this is not cached.
+	DecryptCacheEntryBytes = 8 << 10
+)
+
+// DecryptCache is a listener's decrypt_cache: an opt-in cache of Decrypt
+// answers inside kmsproxyd, bounded like the AWS Encryption SDK's caching
+// cryptographic materials manager (maximum age, uses per entry, entries).
+// kmsproxyd answers a Decrypt request from it only when the request is
+// identical, in everything KMS authorized, to the one KMS answered, on the
+// same listener, under the same credentials.
+type DecryptCache struct {
+	// MaxAge is how long an entry may answer, counted from when kmsproxyd
+	// sent the request KMS answered (MinDecryptCacheAge to
+	// MaxDecryptCacheAge).
+	MaxAge time.Duration `json:"-" yaml:"max_age"`
+	// MaxUses is how many requests an entry may answer before it is
+	// dropped (1 to MaxDecryptCacheUses). The request that filled the
+	// entry is not counted.
+	MaxUses int `json:"max_uses" yaml:"max_uses"`
+	// MaxEntries is how many entries the listener's cache holds at most
+	// (1 to MaxDecryptCacheEntries); beyond it the oldest is dropped.
+	MaxEntries int `json:"max_entries" yaml:"max_entries"`
+}
+
+// MarshalJSON writes max_age as a duration string ("5m0s"), as the policy
+// file spells it, for /v1/info.
+func (d DecryptCache) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		MaxAge     string `json:"max_age"`
+		MaxUses    int    `json:"max_uses"`
+		MaxEntries int    `json:"max_entries"`
+	}{d.MaxAge.String(), d.MaxUses, d.MaxEntries})
+}
+
 // Wildcard, as the only element of operations or control, allows every
 // operation or endpoint.
 const Wildcard = "*"
@@ -132,6 +203,10 @@ type Rules struct {
 	// every listener; otherwise it shows only this listener's own (and the
 	// series that belong to no listener).
 	MetricsAllListeners bool `json:"metrics_all_listeners,omitempty" yaml:"metrics_all_listeners"`
+	// DecryptCache, when set, lets kmsproxyd answer a Decrypt request on
+	// this listener from an earlier KMS answer to the identical request;
+	// nil (the default) means every Decrypt goes to KMS.
+	DecryptCache *DecryptCache `json:"decrypt_cache,omitempty" yaml:"decrypt_cache,omitempty,flow"`
 
 	// listener is the listener these rules belong to, for Denied messages.
 	listener string
@@ -353,6 +428,10 @@ func (r *Rules) clone() *Rules {
 	c.Control = append([]string{}, r.Control...)
 	c.Keys = slices.Clone(r.Keys)
 	c.WithoutEncryptionContext = slices.Clone(r.WithoutEncryptionContext)
+	if r.DecryptCache != nil {
+		dc := *r.DecryptCache
+		c.DecryptCache = &dc
+	}
 	if r.EncryptionContext != nil {
 		c.EncryptionContext = make(map[string]string, len(r.EncryptionContext))
 		for k, v := range r.EncryptionContext {
