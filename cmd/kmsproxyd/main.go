@@ -196,6 +196,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, start time.Time) 
 	if err != nil {
 		return err
 	}
+	defer srv.Close() // zeroes the decrypt caches after the listeners drained
 
 	// Listeners.
 	type listener struct {

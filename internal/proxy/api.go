@@ -45,6 +45,9 @@ type request struct {
 	requested [3]string
 	present   [3]bool
 	steps     [len(steps)]time.Duration // by the index of its name in steps
+	// cache is "hit" or "miss" for a Decrypt on a listener with a decrypt
+	// cache, "" otherwise.
+	cache string
 }
 
 func (rq *request) step(name string, d time.Duration) {
@@ -147,6 +150,9 @@ func (l *listenerHandler) serveAPI(w http.ResponseWriter, r *http.Request) {
 	}
 	if rq.keyID != "" {
 		attrs = append(attrs, slog.String("key_id", rq.keyID))
+	}
+	if rq.cache != "" {
+		attrs = append(attrs, slog.String("cache", rq.cache))
 	}
 	if rq.steps != [len(steps)]time.Duration{} {
 		group := make([]any, 0, len(steps))
@@ -367,6 +373,10 @@ func (a attested[In, Out]) serve(s *Server, ctx context.Context, w http.Response
 	if err := rq.rules.AllowPlaintext(rq.op); err != nil {
 		return kmsapi.PolicyDenied(err)
 	}
+	ck, hit := s.fromCache(ctx, w, rq, in)
+	if hit {
+		return nil
+	}
 
 	t := time.Now()
 	lease, err := s.cfg.Recipient.Acquire(ctx)
@@ -387,7 +397,7 @@ func (a attested[In, Out]) serve(s *Server, ctx context.Context, w http.Response
 	var out *Out
 	if err := s.callKMS(ctx, rq, func(c *kms.Client) error {
 		var err error
-		out, err = a.call(c, ctx, in)
+		out, err = a.call(c, ctx, in, ck.options()...)
 		return err
 	}); err != nil {
 		ke := upstream.ToKMSError(err)
@@ -425,7 +435,7 @@ func (a attested[In, Out]) serve(s *Server, ctx context.Context, w http.Response
 	defer clear(pt)
 	*env = nil
 	*a.plaintext(out) = pt
-	writeSecret(w, out, len(pt))
+	ck.write(w, out, len(pt))
 	return nil
 }
 

@@ -36,6 +36,10 @@ type Metrics struct {
 	nsmFails       prometheus.Counter
 	rotations      prometheus.Counter
 	panics         prometheus.Counter
+	cacheHits      *prometheus.CounterVec
+	cacheMisses    *prometheus.CounterVec
+	cacheEvictions *prometheus.CounterVec
+	cacheEntries   *prometheus.GaugeVec
 	// stepObs are steps' children, looked up once per listener and step:
 	// the names are fixed, and every request observes them.
 	stepObs map[[2]string]prometheus.Observer
@@ -99,9 +103,25 @@ func newMetrics(s *Server) *Metrics {
 			Name: "kmsproxy_handler_panics_total",
 			Help: "Panics recovered in request handlers.",
 		}),
+		cacheHits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kmsproxy_decrypt_cache_hits_total",
+			Help: "Decrypt requests answered from the listener's decrypt cache, without KMS (listeners with decrypt_cache only).",
+		}, []string{listenerLabel}),
+		cacheMisses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kmsproxy_decrypt_cache_misses_total",
+			Help: "Decrypt requests the listener's decrypt cache could have answered but had no usable entry for, so they went to KMS (DryRun and Recipient requests are neither).",
+		}, []string{listenerLabel}),
+		cacheEvictions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kmsproxy_decrypt_cache_evictions_total",
+			Help: "Decrypt cache entries dropped and zeroed, by listener and reason: age (max_age), uses (max_uses), capacity (max_entries), credentials (changed or expired).",
+		}, []string{listenerLabel, "reason"}),
+		cacheEntries: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "kmsproxy_decrypt_cache_entries",
+			Help: "Answers held in the listener's decrypt cache now (at most its max_entries).",
+		}, []string{listenerLabel}),
 	}
 	reg.MustRegister(m.requests, m.duration, m.steps, m.inflight, m.conns, m.answersRefused, m.attestations,
-		m.nsm, m.nsmFails, m.rotations, m.panics,
+		m.nsm, m.nsmFails, m.rotations, m.panics, m.cacheHits, m.cacheMisses, m.cacheEvictions, m.cacheEntries,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -143,6 +163,20 @@ func newMetrics(s *Server) *Metrics {
 		}
 	}
 	return m
+}
+
+// cacheFor returns the decrypt cache series of a listener, which exist
+// (at zero) from then on.
+func (m *Metrics) cacheFor(listener string) cacheMetrics {
+	cm := cacheMetrics{
+		hits:    m.cacheHits.WithLabelValues(listener),
+		misses:  m.cacheMisses.WithLabelValues(listener),
+		entries: m.cacheEntries.WithLabelValues(listener),
+	}
+	for r, name := range evictReasonNames {
+		cm.evictions[r] = m.cacheEvictions.WithLabelValues(listener, name)
+	}
+	return cm
 }
 
 func (m *Metrics) observeStep(listener, step string, d time.Duration) {

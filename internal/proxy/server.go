@@ -57,7 +57,9 @@ type Config struct {
 	Policy    *policy.Policy
 	Recipient *recipient.Manager
 	Upstream  *upstream.Client
-	// Credentials reports readiness of the upstream credentials.
+	// Credentials reports readiness of the upstream credentials. It must
+	// be the provider Upstream signs with: the decrypt cache keeps each
+	// answer only while these credentials stay the ones that obtained it.
 	Credentials credentials.Provider
 	// Push receives PUT /v1/credentials; nil unless --credentials=push.
 	Push *credentials.Push
@@ -140,6 +142,11 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	s.metrics = newMetrics(s)
+	for name, l := range s.listeners {
+		if dc := l.rules.DecryptCache; dc != nil {
+			l.cache = newDecryptCache(dc, s.metrics.cacheFor(name))
+		}
+	}
 	cfg.Recipient.SetEvents(recipientEvents(s.log, s.metrics))
 	return s, nil
 }
@@ -248,6 +255,19 @@ type listenerHandler struct {
 	inflight chan struct{}
 	// attestations limits POST /v1/attestation on this listener.
 	attestations *rate.Limiter
+	// cache answers repeated Decrypt requests (policy decrypt_cache); nil
+	// when the listener has none.
+	cache *decryptCache
+}
+
+// Close zeroes and drops every answer the decrypt caches hold. Call it
+// once the listeners have drained; a request served after it goes to KMS.
+func (s *Server) Close() {
+	for _, l := range s.listeners {
+		if l.cache != nil {
+			l.cache.close()
+		}
+	}
 }
 
 // recoverer turns a panic in a handler into KMSInternalException, logged
