@@ -94,12 +94,13 @@ const (
 	// application that needs more keeps the data key itself.
 	MaxDecryptCacheUses = 1_000_000
 	// MaxDecryptCacheEntries bounds max_entries. An entry holds the
-	// encoded answer (at most DecryptCacheEntryBytes: a plaintext of at
-	// most 4096 bytes, cms.MaxPlaintext, in base64, with KeyId and
-	// EncryptionAlgorithm) and about 200 bytes of bookkeeping, so 100,000
-	// entries of 32-byte data keys take about 40 MiB and 100,000 of
-	// 4096-byte plaintexts at most about 830 MiB: size it to the enclave's
-	// memory (run-enclave.json's memory_mib).
+	// encoded answer (a plaintext of at most 4096 bytes, cms.MaxPlaintext,
+	// in base64, with KeyId, KeyMaterialId and EncryptionAlgorithm; at most
+	// DecryptCacheEntryBytes) and its bookkeeping: about 600 bytes of heap
+	// for a 32-byte data key and 6.4 KiB for a 4096-byte plaintext
+	// (internal/proxy BenchmarkDecryptCacheMemory). 100,000 entries thus
+	// take about 55 MiB of data keys and at most about 620 MiB: size
+	// max_entries to the enclave's memory (memory_mib in run-enclave.json).
 	MaxDecryptCacheEntries = 100_000
 	// DecryptCacheEntryBytes bounds one cached answer: the JSON of a
 	// Decrypt answer with a 4096-byte plaintext is about 5.6 KiB (5,464

@@ -86,6 +86,9 @@ type cacheEntry struct {
 	answer []byte
 	// keyID is the key KMS answered with, for the request's log line.
 	keyID string
+	// contentLength is the answer's Content-Length header value, made once
+	// so that a hit allocates none.
+	contentLength []string
 	// older and newer link the entries by born.
 	older, newer *cacheEntry
 }
@@ -144,9 +147,10 @@ func (cs credsState) usable(now time.Time) bool {
 
 // lookup is the result of decryptCache.get.
 type lookup struct {
-	hit    bool
-	answer []byte
-	keyID  string
+	hit           bool
+	answer        []byte
+	keyID         string
+	contentLength []string
 	// now is the cache's time of the lookup; credsOK whether the
 	// credentials were usable then (a miss is stored only if they were).
 	now     time.Time
@@ -169,7 +173,7 @@ func (c *decryptCache) get(key cacheKey, cs credsState, dst []byte) lookup {
 		c.evictLocked(e, evictCredentials)
 		return res
 	}
-	res.hit, res.answer, res.keyID = true, append(dst, e.answer...), e.keyID
+	res.hit, res.answer, res.keyID, res.contentLength = true, append(dst, e.answer...), e.keyID, e.contentLength
 	e.uses++
 	if e.uses >= c.maxUses {
 		c.evictLocked(e, evictUses)
@@ -359,7 +363,13 @@ func (s *Server) fromCache(ctx context.Context, w http.ResponseWriter, rq *reque
 		if rq.keyID == "" {
 			rq.keyID = res.keyID
 		}
-		writeAnswer(w, res.answer)
+		// The header values are shared, read-only slices: net/http only
+		// reads them.
+		h := w.Header()
+		h["Content-Type"] = contentTypeHeader
+		h["Content-Length"] = res.contentLength
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(res.answer)
 		return nil, true
 	}
 	c.m.misses.Inc()
@@ -403,13 +413,17 @@ func (ck *cacheCall) write(w http.ResponseWriter, out any, secretLen int) {
 	if len(b) > policy.DecryptCacheEntryBytes {
 		return // not an answer KMS gives (see DecryptCacheEntryBytes)
 	}
-	e := &cacheEntry{key: ck.key, creds: ck.id, born: ck.born, answer: make([]byte, len(b))}
+	e := &cacheEntry{key: ck.key, creds: ck.id, born: ck.born, answer: make([]byte, len(b)),
+		contentLength: []string{strconv.Itoa(len(b))}}
 	copy(e.answer, b)
 	if d, ok := out.(*kms.DecryptOutput); ok {
 		e.keyID = aws.ToString(d.KeyId)
 	}
 	ck.c.put(e)
 }
+
+// contentTypeHeader is the Content-Type of every cached answer.
+var contentTypeHeader = []string{kmsapi.ContentType}
 
 // writeAnswer writes an encoded KMS answer with status 200.
 func writeAnswer(w http.ResponseWriter, b []byte) {

@@ -2,9 +2,13 @@ package proxy
 
 import (
 	"bytes"
+	"encoding/binary"
 	"net/http/httptest"
 	"reflect"
+	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -124,7 +128,7 @@ func TestCredsFingerprint(t *testing.T) {
 }
 
 // testCache is a cache with unregistered metrics and a fake clock.
-func testCache(t *testing.T, limits policy.DecryptCache) (*decryptCache, *time.Time) {
+func testCache(t testing.TB, limits policy.DecryptCache) (*decryptCache, *time.Time) {
 	t.Helper()
 	m := cacheMetrics{
 		hits:    prometheus.NewCounter(prometheus.CounterOpts{Name: "h"}),
@@ -258,4 +262,46 @@ func allZero(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// BenchmarkDecryptCacheMemory reports the heap one cache entry takes,
+// filling a cache of 10,000 entries through the path a miss takes
+// (cacheCall.write) with answers of a 32-byte data key and of a 4096-byte
+// plaintext (cms.MaxPlaintext) under a key ARN and KeyMaterialId as KMS
+// writes them. The figures are the basis of policy.MaxDecryptCacheEntries'
+// comment.
+func BenchmarkDecryptCacheMemory(b *testing.B) {
+	const n = 10_000
+	for _, size := range []int{32, 4096} {
+		b.Run(strconv.Itoa(size)+"B", func(b *testing.B) {
+			var perEntry float64
+			for b.Loop() {
+				c, now := testCache(b, policy.DecryptCache{MaxAge: time.Hour, MaxUses: 10, MaxEntries: n})
+				out := &kms.DecryptOutput{
+					KeyId:               aws.String("arn:aws:kms:eu-west-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab"),
+					KeyMaterialId:       aws.String(strings.Repeat("0123456789abcdef", 4)),
+					Plaintext:           bytes.Repeat([]byte{7}, size),
+					EncryptionAlgorithm: types.EncryptionAlgorithmSpecSymmetricDefault,
+				}
+				w := httptest.NewRecorder()
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				for i := range n {
+					var k cacheKey
+					binary.BigEndian.PutUint32(k[:], uint32(i))
+					w.Body.Reset()
+					(&cacheCall{c: c, key: k, born: *now}).write(w, out, size)
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				if c.len() != n {
+					b.Fatalf("%d entries", c.len())
+				}
+				perEntry = float64(after.HeapAlloc-before.HeapAlloc) / n
+				c.close()
+			}
+			b.ReportMetric(perEntry, "heap-bytes/entry")
+		})
+	}
 }
