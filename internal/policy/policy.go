@@ -99,7 +99,7 @@ const (
 	// DecryptCacheEntryBytes) and its bookkeeping: about 600 bytes of heap
 	// for a 32-byte data key and 6.4 KiB for a 4096-byte plaintext
 	// (internal/proxy BenchmarkDecryptCacheMemory). 100,000 entries thus
-	// take about 55 MiB of data keys and at most about 620 MiB: size
+	// take about 55 MiB of data keys and at most about 615 MiB: size
 	// max_entries to the enclave's memory (memory_mib in run-enclave.json).
 	MaxDecryptCacheEntries = 100_000
 	// DecryptCacheEntryBytes bounds one cached answer: the JSON of a
@@ -118,7 +118,7 @@ const (
 // same listener, under the same credentials.
 type DecryptCache struct {
 	// MaxAge is how long an entry may answer, counted from when kmsproxyd
-	// sent the request KMS answered (MinDecryptCacheAge to
+	// sent the request KMS answered, or just before (MinDecryptCacheAge to
 	// MaxDecryptCacheAge).
 	MaxAge time.Duration `json:"-" yaml:"max_age"`
 	// MaxUses is how many requests an entry may answer before it is

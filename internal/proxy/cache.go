@@ -77,7 +77,8 @@ type credsID [sha256.Size]byte
 type cacheEntry struct {
 	key   cacheKey
 	creds credsID
-	// born is when kmsproxyd sent the request KMS answered.
+	// born is when kmsproxyd looked the request up, just before it sent
+	// it to KMS: never later than KMS answered.
 	born time.Time
 	// uses counts the requests the entry has answered.
 	uses int
