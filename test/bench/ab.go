@@ -25,21 +25,25 @@ func runAB(ctx context.Context, args []string) int {
 
 Starts two kmsproxyd daemons, A and B, and alternates rounds between them:
 kmsproxyd CPU per Decrypt (4 clients unless -clients), and latency at
-concurrency 1; each round starts with one t_rsa.
-Prints the medians of each, of CPU per Decrypt over t_rsa, and of the
-per-round ratios B/A.
+concurrency 1; each round starts with one t_floor. Prints the medians of
+each, of CPU per Decrypt over t_floor, and of the per-round ratios B/A,
+and each daemon's peak RSS.
+
+A is this tree's default build (OpenSSL when this machine can link it,
+else pure Go; -go-only for pure Go) unless -a names a binary.
 
 Examples:
   go run ./test/bench ab -b /tmp/kmsproxyd-new            # this tree against a build
-  go run ./test/bench ab -b-env GOGC=400                  # this tree, two environments
+  go run ./test/bench ab -b-env GOGC=100,GOMEMLIMIT=off   # this tree, two environments
   go build -o /tmp/floor ./test/bench/floor && go run ./test/bench ab -b /tmp/floor
-                                                          # kmsproxyd against the bare prescribed parts
+                                                          # kmsproxyd against the floor daemon
 
 Flags:
 `)
 		fs.PrintDefaults()
 	}
 	a := fs.String("a", "", "kmsproxyd binary A (built with -tags nsmsim); empty: build this tree")
+	goOnly := fs.Bool("go-only", false, "build this tree without OpenSSL")
 	b := fs.String("b", "", "kmsproxyd binary B; empty: the same binary as A")
 	aEnv := fs.String("a-env", "", "extra environment for A, comma-separated KEY=VALUE")
 	bEnv := fs.String("b-env", "", "extra environment for B, comma-separated KEY=VALUE")
@@ -63,7 +67,7 @@ Flags:
 		return 1
 	}
 	defer w.close(false)
-	if err := ab(ctx, w, *a, *b, splitEnv(*aEnv), splitEnv(*bEnv), *rounds, *requests, *samples, *clients); err != nil {
+	if err := ab(ctx, w, *goOnly, *a, *b, splitEnv(*aEnv), splitEnv(*bEnv), *rounds, *requests, *samples, *clients); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: error: %v\n", err)
 		return 1
 	}
@@ -77,14 +81,24 @@ func splitEnv(s string) []string {
 	return strings.Split(s, ",")
 }
 
-func ab(ctx context.Context, w *world, aBin, bBin string, aEnv, bEnv []string, rounds, requests, samples, clients int) error {
-	if err := w.build(aBin); err != nil {
+func ab(ctx context.Context, w *world, goOnly bool, aBin, bBin string, aEnv, bEnv []string, rounds, requests, samples, clients int) error {
+	builds, _ := chooseBuilds(ctx, goOnly)
+	def := builds[0]
+	w.say("building this tree: %s", def.label)
+	if err := w.buildAll(builds[:1]); err != nil {
 		return err
 	}
+	if aBin == "" {
+		aBin = w.binary(def, "kmsproxyd")
+	}
 	if bBin == "" {
-		bBin = w.exe("kmsproxyd")
+		bBin = aBin
 	}
 	if err := w.setup(); err != nil {
+		return err
+	}
+	timer, err := w.startRSATimer(w.binary(def, "rsatime"))
+	if err != nil {
 		return err
 	}
 	type side struct {
@@ -97,11 +111,11 @@ func ab(ctx context.Context, w *world, aBin, bBin string, aEnv, bEnv []string, r
 	}
 	sides := []*side{{name: "A"}, {name: "B"}}
 	for i, s := range sides {
-		exe, env := w.exe("kmsproxyd"), aEnv
+		exe, env := aBin, aEnv
 		if i == 1 {
 			exe, env = bBin, bEnv
 		}
-		d, err := w.startKmsproxydExe("kmsproxyd-"+s.name, exe, env)
+		d, err := w.startKmsproxyd("kmsproxyd-"+s.name, exe, env)
 		if err != nil {
 			return err
 		}
@@ -112,32 +126,26 @@ func ab(ctx context.Context, w *world, aBin, bBin string, aEnv, bEnv []string, r
 		s.d = d
 		s.caller = func(int) caller { return proxyDecrypt(hc, w.blob, w.plaintext) }
 		s.serial = proxyDecrypt(unixClient(d.sock, 1), w.blob, w.plaintext)
-		if r := closedLoop(ctx, cpuConcurrency, 200, 0, s.caller); r.errors > 0 {
+		if r := closedLoop(ctx, cpuConcurrency, warmups, 0, s.caller); r.errors > 0 {
 			return w.failed(d.proc, fmt.Errorf("warm-up of %s: %d of %d Decrypts failed%s", s.name, r.errors, r.n, firstError(r)))
 		}
 	}
-	// t_rsa once per round, so that each round's CPU per Decrypt can be
-	// stated in units of the RSA decryption of that moment.
-	rsaKey, rsaCT, err := rsaFixture()
-	if err != nil {
-		return err
-	}
-	var tRSA []time.Duration
+	var floors []time.Duration
 	for round := range rounds {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		r, err := measureRSA(rsaKey, rsaCT, 1)
+		r, err := timer.measure(100)
 		if err != nil {
 			return err
 		}
-		tRSA = append(tRSA, r[0])
+		floors = append(floors, r.floor)
 		order := sides
 		if round%2 == 1 {
 			order = []*side{sides[1], sides[0]}
 		}
 		for _, s := range order {
-			cpu, n, err := w.cpuDuring(ctx, s.d.proc, clients, requests, s.caller)
+			cpu, _, n, err := w.cpuDuring(ctx, s.d.proc, clients, requests, s.caller)
 			if err != nil {
 				return fmt.Errorf("round %d of %s: %w", round+1, s.name, err)
 			}
@@ -148,7 +156,7 @@ func ab(ctx context.Context, w *world, aBin, bBin string, aEnv, bEnv []string, r
 			}
 			s.lat = append(s.lat, lat.pct(50))
 		}
-		w.say("round %d: t_rsa %s; CPU/Decrypt A %s B %s; p50 A %s B %s", round+1, ms(tRSA[round]),
+		w.say("round %d: t_floor %s; CPU/Decrypt A %s B %s; p50 A %s B %s", round+1, ms(floors[round]),
 			ms(sides[0].cpu[round]), ms(sides[1].cpu[round]), ms(sides[0].lat[round]), ms(sides[1].lat[round]))
 	}
 	ratios := func(f func(*side) []time.Duration) []float64 {
@@ -161,20 +169,27 @@ func ab(ctx context.Context, w *world, aBin, bBin string, aEnv, bEnv []string, r
 	}
 	cpuR := ratios(func(s *side) []time.Duration { return s.cpu })
 	latR := ratios(func(s *side) []time.Duration { return s.lat })
-	fmt.Printf("A: %s %s\nB: %s %s\n", w.exe("kmsproxyd"), strings.Join(aEnv, " "), bBin, strings.Join(bEnv, " "))
+	fmt.Printf("A: %s %s\nB: %s %s\n", aBin, strings.Join(aEnv, " "), bBin, strings.Join(bEnv, " "))
 	fmt.Printf("CPU per Decrypt (%d clients), median of %d rounds: A %s, B %s; B/A per round: median %.3f (min %.3f, max %.3f)\n",
 		clients, rounds, ms(median(sides[0].cpu)), ms(median(sides[1].cpu)), cpuR[len(cpuR)/2], cpuR[0], cpuR[len(cpuR)-1])
-	perRSA := func(s *side) float64 {
+	perFloor := func(s *side) float64 {
 		var r []float64
 		for i := range rounds {
-			r = append(r, float64(s.cpu[i])/float64(tRSA[i]))
+			r = append(r, float64(s.cpu[i])/float64(floors[i]))
 		}
 		slices.Sort(r)
 		return r[len(r)/2]
 	}
-	fmt.Printf("CPU per Decrypt over the round's t_rsa (median t_rsa %s), median of %d rounds: A %.2f ×, B %.2f ×\n",
-		ms(median(tRSA)), rounds, perRSA(sides[0]), perRSA(sides[1]))
+	fmt.Printf("CPU per Decrypt over the round's t_floor (median t_floor %s), median of %d rounds: A %.2f ×, B %.2f ×\n",
+		ms(median(floors)), rounds, perFloor(sides[0]), perFloor(sides[1]))
 	fmt.Printf("latency p50 at concurrency 1, median of %d rounds: A %s, B %s; B/A per round: median %.3f (min %.3f, max %.3f)\n",
 		rounds, ms(median(sides[0].lat)), ms(median(sides[1].lat)), latR[len(latR)/2], latR[0], latR[len(latR)-1])
+	var hwm [2]int64
+	for i, s := range sides {
+		if _, hwm[i], err = memory(s.d.pid()); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("peak RSS (VmHWM): A %s, B %s\n", mib(hwm[0]), mib(hwm[1]))
 	return nil
 }

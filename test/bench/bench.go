@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"flag"
@@ -14,61 +11,75 @@ import (
 	"os/exec"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
-	"syscall"
-	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+
+	"github.com/enclavekit/kmsproxy/client"
 	"github.com/enclavekit/kmsproxy/test/internal/harness"
 )
 
-// The targets for kmsproxyd and for its behaviour under load.
+// The targets, each a ratio or an amount from one run. t_floor is one
+// RSA-2048 OAEP-SHA256 decryption by the fastest backend the build links
+// (OpenSSL's libcrypto in the enclave image): the one operation no
+// attested request can avoid, since KMS encrypts every answer to the
+// enclave's key.
 const (
-	targetCPURatio       = 1.25     // kmsproxyd CPU per attested Decrypt ≤ 1.25 × t_rsa
-	targetAddedRatio     = 1.5      // added p50 latency at concurrency 1 ≤ 1.5 × t_rsa
-	targetPinnedFraction = 0.8      // throughput on one core ≥ 0.8 × 1/t_rsa
-	targetPeakRSS        = 48 << 20 // under 256 concurrent clients
-	targetIdleRSS        = 20 << 20 // after ready and a few requests
-	targetReady          = 300 * time.Millisecond
+	targetCPU      = 2.2  // kmsproxyd CPU per attested Decrypt ≤ 2.2 × t_floor
+	targetCacheHit = 0.5  // kmsproxyd CPU per cache hit ≤ 0.5 × t_floor
+	targetAdded    = 3.0  // added p50 latency at concurrency 1 ≤ 3 × t_floor
+	targetPinned   = 0.45 // throughput on one core ≥ 0.45 × 1/t_floor
+	targetIdleMiB  = 24   // idle RSS
+	targetPeakMiB  = 48   // peak RSS under the concurrent clients
+	targetReadyMs  = 300  // start to ready
 )
 
 // Load shapes.
 const (
-	defaultClients      = 256              // concurrent clients of the load rows
-	defaultLoadDuration = 30 * time.Second // of the load rows
+	defaultClients = 256 // concurrent clients of the load rows
 	// pinnedConcurrency keeps enough requests in flight to keep one core
 	// busy while others wait for devkms.
 	pinnedConcurrency = 16
-	// cpuConcurrency is the CPU row's clients: kmsproxyd's default
+	// pinnedRounds is how many times each build takes its turn on CPU 0.
+	pinnedRounds = 2
+	// cpuConcurrency is the CPU rows' clients: kmsproxyd's default
 	// --upstream-conns, so requests flow without queueing.
 	cpuConcurrency = 4
-	// cpuRounds is how many rounds the CPU row alternates between
-	// kmsproxyd and the floor (row 14).
-	cpuRounds = 6
-	// pairWarmup is how many direct and proxied Decrypts precede the
-	// latency rows' samples.
+	// warmups is how many Decrypts each daemon answers before it is
+	// measured: connections, TLS sessions, devkms's verification cache.
+	warmups = 200
+	// pairWarmup is how many calls of each kind precede the latency rows'
+	// samples.
 	pairWarmup = 50
-	// noisyRSA is how much t_rsa may vary between the start and the end of
-	// a run before the table says that the machine was busy.
-	noisyRSA = 0.10
+	// profileRequests is how many Decrypts the profile of the CPU row
+	// records.
+	profileRequests = 1000
+	// noisyFloor is how much t_floor may vary over a run before the table
+	// says that the machine was busy.
+	noisyFloor = 0.10
 )
 
 type benchConfig struct {
 	duration  time.Duration
+	pinned    time.Duration
 	clients   int
 	starts    int
 	requests  int
+	rounds    int
 	samples   int
-	pinned    time.Duration
 	oneShots  int
-	rsaRuns   int
+	rsaN      int
 	keep      bool
 	strict    bool
+	goOnly    bool
+	profile   bool
 	perfFile  string
 	perfStat  bool
-	kmsproxyd string
 	command   string
+	kmsEnv    []string
+	startedAt time.Time
 }
 
 func runBench(ctx context.Context, args []string) int {
@@ -76,36 +87,44 @@ func runBench(ctx context.Context, args []string) int {
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: go run ./test/bench [flags]
        go run ./test/bench soak [flags]
+       go run ./test/bench ab [flags]
 
-Builds and starts devkms and kmsproxyd (simulated NSM), measures them, and
-prints one table with the targets of issues 4 and 6 (docs/performance.md
-explains every row). Progress goes to stderr, the table to stdout.
+Builds kmsproxyd twice (OpenSSL's libcrypto, static, as the enclave image
+does, when this machine has gcc and libssl-dev; and pure Go), starts devkms
+and both daemons (simulated NSM), measures them in alternating rounds, and
+prints one table of ratios to t_floor, the time of one RSA-2048 OAEP-SHA256
+decryption by the fastest backend the build has, with each target met or
+missed and by how much (docs/performance.md explains every row). Progress
+goes to stderr, the table to stdout.
 
 Examples:
-  go run ./test/bench                     # the full run, about 2 minutes
-  go run ./test/bench -quick              # about 30 seconds, fewer samples
-  go run ./test/bench -perf /tmp/k.perf   # also record kmsproxyd with perf
-  go run ./test/bench -kmsproxyd /tmp/kmsproxyd-old   # measure another build
+  go run ./test/bench                     # the full run, about 4 minutes
+  go run ./test/bench -quick              # about 90 seconds, fewer samples
+  go run ./test/bench -perf /tmp/k.perf   # keep the CPU row's perf recording
+  go run ./test/bench -env GOGC=100,GOMEMLIMIT=off   # the daemons under another environment
 
 Flags:
 `)
 		fs.PrintDefaults()
 	}
-	c := benchConfig{}
-	fs.DurationVar(&c.duration, "duration", defaultLoadDuration, "how long the concurrent-clients rows run")
+	c := benchConfig{startedAt: time.Now()}
+	fs.DurationVar(&c.duration, "duration", 20*time.Second, "how long the concurrent-clients rows run, per build")
 	fs.IntVar(&c.clients, "clients", defaultClients, "concurrent clients of the load rows, each on its own connection")
-	fs.IntVar(&c.starts, "starts", 5, "kmsproxyd starts timed for the start-to-ready row (median)")
-	fs.IntVar(&c.requests, "requests", 3000, "Decrypts over which kmsproxyd's CPU time is divided")
-	fs.IntVar(&c.samples, "samples", 1000, "request pairs (direct, through kmsproxyd) of the latency rows")
-	fs.DurationVar(&c.pinned, "pinned", 10*time.Second, "how long the one-core throughput row runs")
-	fs.IntVar(&c.oneShots, "one-shots", 20, "runs of the kmstool-style one-shot client (median)")
-	fs.IntVar(&c.rsaRuns, "rsa-runs", 3, "testing.Benchmark runs of the bare RSA decrypt at the start of the run (2 more at the end)")
-	quick := fs.Bool("quick", false, "shorter, noisier run: -duration 5s -starts 3 -requests 600 -samples 200 -pinned 3s -one-shots 5 -rsa-runs 1")
+	fs.IntVar(&c.starts, "starts", 5, "starts per build timed for the start-to-ready row (median)")
+	fs.IntVar(&c.requests, "requests", 3000, "Decrypts per daemon over which CPU time is divided, in -rounds rounds")
+	fs.IntVar(&c.rounds, "rounds", 6, "alternating rounds of the CPU rows, each with its own t_floor")
+	fs.IntVar(&c.samples, "samples", 600, "Decrypts of each kind (direct, through each build) at concurrency 1")
+	fs.DurationVar(&c.pinned, "pinned", 10*time.Second, "how long each build runs alone on CPU 0 for the throughput row")
+	fs.IntVar(&c.oneShots, "one-shots", 10, "runs of the kmstool-style one-shot client (median)")
+	fs.IntVar(&c.rsaN, "rsa", 200, "decryptions per backend in each t_floor measurement")
+	quick := fs.Bool("quick", false, "shorter, noisier run: -duration 5s -starts 3 -requests 800 -rounds 4 -samples 150 -pinned 4s -one-shots 3 -rsa 100")
 	fs.BoolVar(&c.keep, "keep", false, "keep the working directory (logs, CA, configuration)")
 	fs.BoolVar(&c.strict, "strict", false, "exit 1 when a target is missed")
-	fs.StringVar(&c.kmsproxyd, "kmsproxyd", "", "use this kmsproxyd `binary` (built with -tags nsmsim) instead of building one, e.g. to compare two builds")
-	fs.BoolVar(&c.perfStat, "perf-stat", false, "count kmsproxyd's system calls and context switches per Decrypt in the CPU row (perf stat)")
-	fs.StringVar(&c.perfFile, "perf", "", "record kmsproxyd with `perf record -g` into this file during the CPU row")
+	fs.BoolVar(&c.goOnly, "go-only", false, "measure only the pure Go build, even where OpenSSL could be linked")
+	fs.BoolVar(&c.profile, "profile", true, "record the default build with Linux perf for one more round and say where its CPU went (needs perf)")
+	fs.StringVar(&c.perfFile, "perf", "", "keep that perf recording in this `file` (perf report -i FILE)")
+	fs.BoolVar(&c.perfStat, "perf-stat", false, "count the default build's system calls and context switches per Decrypt (perf stat)")
+	env := fs.String("env", "", "extra environment for every kmsproxyd, comma-separated KEY=VALUE (e.g. GOGC=100,GOMEMLIMIT=off)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -119,16 +138,21 @@ Flags:
 	if *quick {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		for name, v := range map[string]string{"duration": "5s", "starts": "3", "requests": "600", "samples": "200", "pinned": "3s", "one-shots": "5", "rsa-runs": "1"} {
+		for name, v := range map[string]string{"duration": "5s", "starts": "3", "requests": "800", "rounds": "4", "samples": "150", "pinned": "4s", "one-shots": "3", "rsa": "100"} {
 			if !set[name] {
 				_ = fs.Set(name, v)
 			}
 		}
 	}
-	if c.clients < 1 || c.starts < 1 || c.requests < 1 || c.samples < 1 || c.oneShots < 1 || c.rsaRuns < 1 || c.duration <= 0 || c.pinned <= 0 {
-		fmt.Fprintln(os.Stderr, "bench: error: counts and durations must be positive")
+	if c.clients < 1 || c.starts < 1 || c.requests < c.rounds || c.rounds < 1 || c.samples < 1 || c.oneShots < 1 || c.rsaN < 1 || c.duration <= 0 || c.pinned <= 0 {
+		fmt.Fprintln(os.Stderr, "bench: error: counts and durations must be positive, and -requests at least -rounds")
 		return 2
 	}
+	if c.perfFile != "" && !havePerf() {
+		fmt.Fprintln(os.Stderr, "bench: error: -perf needs Linux perf (Debian: apt-get install linux-perf)")
+		return 2
+	}
+	c.kmsEnv = splitEnv(*env)
 	c.command = strings.TrimSpace("go run ./test/bench " + strings.Join(args, " "))
 
 	w, err := newWorld(ctx, os.Stderr, c.keep)
@@ -149,6 +173,42 @@ Flags:
 	return 0
 }
 
+// chooseBuilds returns the builds to measure, the default (the enclave
+// image's) first, and why OpenSSL is not among them when it is not.
+func chooseBuilds(ctx context.Context, goOnly bool) ([]build, string) {
+	if goOnly {
+		return []build{buildGo}, "-go-only"
+	}
+	if ok, reason := haveLibcrypto(ctx); !ok {
+		return []build{buildGo}, reason + " (Debian/Ubuntu: apt-get install gcc libssl-dev)"
+	}
+	return []build{buildOpenSSL, buildGo}, ""
+}
+
+// subject is one daemon the run measures.
+type subject struct {
+	label string // in the table
+	b     build
+	d     *daemon
+	// call makes a caller on a client shared by up to pinnedConcurrency
+	// workers.
+	call func(int) caller
+
+	readies []time.Duration
+	idleRSS int64
+	idleMem string
+
+	cpu   []time.Duration // CPU per Decrypt in each round
+	total time.Duration   // CPU over every round (per-thread accounting)
+	ticks time.Duration   // the same from /proc/PID/stat, for the cross-check
+	n     int
+
+	sdk *kms.Client // for the latency rows
+	lat result
+}
+
+func (s *subject) pid() int { return s.d.pid() }
+
 func bench(ctx context.Context, w *world, c benchConfig) (*table, error) {
 	t := &table{header: []string{
 		"kmsproxy benchmark, " + time.Now().UTC().Format("2006-01-02 15:04 MST"),
@@ -156,329 +216,331 @@ func bench(ctx context.Context, w *world, c benchConfig) (*table, error) {
 		"load average at start: " + loadAverage(),
 		"command: " + c.command,
 	}}
+	if len(c.kmsEnv) > 0 {
+		t.header = append(t.header, "kmsproxyd environment: "+strings.Join(c.kmsEnv, " "))
+	}
 
-	w.say("building kmsproxyd (-tags nsmsim), devkms and the kmstool-style client")
-	if err := w.build(c.kmsproxyd); err != nil {
+	builds, noOpenSSL := chooseBuilds(ctx, c.goOnly)
+	names := make([]string, len(builds))
+	for i, b := range builds {
+		names[i] = b.label
+	}
+	w.say("building devkms, the kmstool-style client, and kmsproxyd, floor and rsatime as: %s", strings.Join(names, "; "))
+	if noOpenSSL != "" {
+		w.say("no OpenSSL build: %s; t_floor is crypto/rsa's", noOpenSSL)
+	}
+	if err := w.buildAll(builds); err != nil {
 		return nil, err
 	}
+	def := builds[0]
 	w.say("starting devkms (TLS, SigV4, key policy bound to the simulated PCRs)")
 	if err := w.setup(); err != nil {
 		return nil, err
 	}
-
-	// t_rsa, with nothing else running; more runs at the end.
-	w.say("t_rsa: %d × testing.Benchmark of RSA-2048 OAEP-SHA256 decrypt", c.rsaRuns)
-	rsaKey, rsaCT, err := rsaFixture()
+	timer, err := w.startRSATimer(w.binary(def, "rsatime"))
 	if err != nil {
 		return nil, err
 	}
-	rsaStart, err := measureRSA(rsaKey, rsaCT, c.rsaRuns)
-	if err != nil {
-		return nil, err
-	}
-	tRSA := median(rsaStart)
-	ratio := func(d time.Duration) float64 { return float64(d) / float64(tRSA) }
-	// The speed of this machine's CPUs drifts (other tenants, the
-	// hypervisor): rows 2, 3 and 5 are compared with t_rsa measured right
-	// before and right after each of them, not only at the start.
-	nearRSA := func() (time.Duration, error) {
-		r, err := measureRSA(rsaKey, rsaCT, 1)
-		if err != nil {
-			return 0, err
+	var floors rsaSeries
+	measureFloor := func() (rsaTimes, error) {
+		r, err := timer.measure(c.rsaN)
+		if err == nil {
+			floors = append(floors, r)
 		}
-		return r[0], nil
+		return r, err
 	}
-	var adjacent []time.Duration // every t_rsa measured next to a row
-	rsaRow := len(t.rows)
-	t.add("t_rsa: one RSA-2048 OAEP-SHA256 decrypt", ms(tRSA), "reference", nil, "") // details at the end
+	w.say("t_floor: %d decryptions per backend", c.rsaN)
+	if _, err := timer.measure(c.rsaN); err != nil { // warm-up, not counted
+		return nil, err
+	}
+	first, err := measureFloor()
+	if err != nil {
+		return nil, err
+	}
 
-	// Start-up: the median of several starts; the last one stays up.
-	w.say("start to ready: %d kmsproxyd starts", c.starts)
-	var d *daemon
-	var readies []time.Duration
+	// Start to ready, alternating builds; the last start of each stays up.
+	var subjects []*subject
+	for _, b := range builds {
+		subjects = append(subjects, &subject{label: "kmsproxyd, " + b.label, b: b})
+	}
+	w.say("start to ready: %d starts of each build", c.starts)
 	for i := range c.starts {
-		if d, err = w.startKmsproxyd(fmt.Sprintf("kmsproxyd-%d", i)); err != nil {
-			return nil, err
-		}
-		readies = append(readies, d.ready)
-		if i < c.starts-1 {
-			if err := w.stop(d.proc); err != nil {
+		for j := range subjects {
+			s := subjects[(i+j)%len(subjects)]
+			d, err := w.startKmsproxyd(fmt.Sprintf("kmsproxyd-%s-%d", s.b.name, i), w.binary(s.b, "kmsproxyd"), c.kmsEnv)
+			if err != nil {
 				return nil, err
+			}
+			s.readies = append(s.readies, d.ready)
+			if i < c.starts-1 {
+				if err := w.stop(d.proc); err != nil {
+					return nil, err
+				}
+			} else {
+				s.d = d
 			}
 		}
 	}
-	ready := median(readies)
 
 	// Idle memory: after ready, the background pre-generation of the next
 	// key, and a few requests.
-	if err := d.waitSettled(ctx); err != nil {
-		return nil, err
-	}
-	proxyOne := proxyDecrypt(unixClient(d.sock, 1), w.blob, w.plaintext)
-	for range 10 {
-		if err := proxyOne(ctx); err != nil {
-			return nil, w.failed(d.proc, fmt.Errorf("failed to decrypt through kmsproxyd: %w", err))
+	for _, s := range subjects {
+		if err := s.d.waitSettled(ctx); err != nil {
+			return nil, err
+		}
+		one := proxyDecrypt(unixClient(s.d.sock, 1), w.blob, w.plaintext)
+		for range 10 {
+			if err := one(ctx); err != nil {
+				return nil, w.failed(s.d.proc, fmt.Errorf("failed to decrypt through kmsproxyd: %w", err))
+			}
 		}
 	}
 	time.Sleep(time.Second)
-	idleRSS, _, err := memory(d.pid())
-	if err != nil {
-		return nil, err
-	}
-	idleDetail := d.memoryDetail()
-	if anon, file, err := rssSplit(d.pid()); err == nil {
-		idleDetail = fmt.Sprintf("anonymous %s, file-backed %s (the executable's pages); %s", mib(anon), mib(file), idleDetail)
+	for _, s := range subjects {
+		rss, _, err := memory(s.pid())
+		if err != nil {
+			return nil, err
+		}
+		s.idleRSS = rss
+		s.idleMem = s.d.memoryDetail()
+		if anon, file, err := rssSplit(s.pid()); err == nil {
+			s.idleMem = fmt.Sprintf("anonymous %s, file-backed %s (the executable's pages); %s", mib(anon), mib(file), s.idleMem)
+		}
 	}
 
-	// Warm-up, then CPU per request.
-	shared := unixClient(d.sock, pinnedConcurrency)
-	sharedCaller := func(int) caller { return proxyDecrypt(shared, w.blob, w.plaintext) }
-	w.say("warm-up: 200 Decrypts")
-	if r := closedLoop(ctx, cpuConcurrency, 200, 0, sharedCaller); r.errors > 0 {
-		return nil, w.failed(d.proc, fmt.Errorf("warm-up: %s", r.errorText()))
-	}
-	// The prescribed parts alone (test/bench/floor) on the same load, in
-	// rounds alternating with kmsproxyd, so that the machine's drift lands
-	// in both alike.
-	w.say("starting floor: the prescribed parts alone, for comparison")
-	fl, err := w.startKmsproxydExe("floor", w.exe("floor"), nil)
+	// The floor daemon, built like the default build.
+	w.say("starting the floor daemon (test/bench/floor, %s)", def.label)
+	fl, err := w.startKmsproxyd("floor", w.binary(def, "floor"), nil)
 	if err != nil {
 		return nil, err
 	}
-	floorClient := unixClient(fl.sock, pinnedConcurrency)
-	floorCaller := func(int) caller { return proxyDecrypt(floorClient, w.blob, w.plaintext) }
-	if r := closedLoop(ctx, cpuConcurrency, 200, 0, floorCaller); r.errors > 0 {
-		return nil, w.failed(fl.proc, fmt.Errorf("warm-up of floor: %s", r.errorText()))
-	}
-	w.say("CPU per Decrypt: %d Decrypts from %d clients to each of kmsproxyd and floor, in %d alternating rounds", c.requests, cpuConcurrency, cpuRounds)
-	stopPerf, err := startPerf(c.perfFile, d.pid())
-	if err != nil {
-		return nil, err
-	}
-	stopStat, err := startPerfStat(c.perfStat, d.pid())
-	if err != nil {
-		stopPerf()
-		return nil, err
-	}
-	cpuRSABefore, err := nearRSA()
-	if err != nil {
-		return nil, err
-	}
-	type cpuSide struct {
-		p      *proc
-		call   func(int) caller
-		cpu    time.Duration
-		n      int
-		rounds []time.Duration // CPU per Decrypt in each round
-	}
-	proxySide, floorSide := &cpuSide{p: d.proc, call: sharedCaller}, &cpuSide{p: fl.proc, call: floorCaller}
-	for round := range cpuRounds {
-		n := c.requests / cpuRounds
-		if round == cpuRounds-1 {
-			n = c.requests - n*(cpuRounds-1)
+	floorSubject := &subject{label: "floor daemon (test/bench/floor), " + def.label, b: def, d: fl}
+
+	cpuSubjects := append(slices.Clone(subjects), floorSubject)
+	for _, s := range cpuSubjects {
+		hc := unixClient(s.d.sock, pinnedConcurrency)
+		s.call = func(int) caller { return proxyDecrypt(hc, w.blob, w.plaintext) }
+		if r := closedLoop(ctx, cpuConcurrency, warmups, 0, s.call); r.errors > 0 {
+			return nil, w.failed(s.d.proc, fmt.Errorf("warm-up: %s", r.errorText()))
 		}
-		order := []*cpuSide{proxySide, floorSide}
-		if round%2 == 1 {
-			order[0], order[1] = order[1], order[0]
+	}
+
+	// CPU per Decrypt: alternating rounds, each with its own t_floor.
+	w.say("CPU per Decrypt: %d rounds of %d Decrypts from %d clients to each daemon, each round with its own t_floor", c.rounds, c.requests/c.rounds, cpuConcurrency)
+	var stopStat func() map[string]float64
+	if c.perfStat {
+		if stopStat, err = startPerfStat(subjects[0].pid()); err != nil {
+			return nil, err
 		}
-		for _, sd := range order {
-			cpu, done, err := w.cpuDuring(ctx, sd.p, cpuConcurrency, n, sd.call)
+	}
+	roundFloors := len(floors)
+	for round := range c.rounds {
+		if _, err := measureFloor(); err != nil {
+			return nil, err
+		}
+		n := c.requests / c.rounds
+		for j := range cpuSubjects {
+			s := cpuSubjects[(round+j)%len(cpuSubjects)]
+			cpu, ticks, done, err := w.cpuDuring(ctx, s.d.proc, cpuConcurrency, n, s.call)
 			if err != nil {
-				return nil, fmt.Errorf("CPU row: %w", err)
+				return nil, fmt.Errorf("CPU rows, %s: %w", s.label, err)
 			}
-			sd.cpu += cpu
-			sd.n += done
-			sd.rounds = append(sd.rounds, cpu/time.Duration(done))
+			s.total += cpu
+			s.ticks += ticks
+			s.n += done
+			s.cpu = append(s.cpu, cpu/time.Duration(done))
 		}
+		w.say("round %d: t_floor %s, t_go %s; CPU per Decrypt: %s", round+1, ms(floors[len(floors)-1].floor), ms(floors[len(floors)-1].goTime), cpuLine(cpuSubjects, round))
 	}
-	cpuRSAAfter, err := nearRSA()
-	if err != nil {
-		return nil, err
+	var counts map[string]float64
+	if stopStat != nil {
+		counts = stopStat()
 	}
-	cpuRSA := (cpuRSABefore + cpuRSAAfter) / 2
-	adjacent = append(adjacent, cpuRSABefore, cpuRSAAfter)
-	stopPerf()
-	counts := stopStat()
-	if err := w.stop(fl.proc); err != nil {
-		return nil, err
-	}
-	cpuPer := proxySide.cpu / time.Duration(proxySide.n)
-	floorPer := floorSide.cpu / time.Duration(floorSide.n)
-	var overFloor []float64
-	for i := range proxySide.rounds {
-		overFloor = append(overFloor, float64(proxySide.rounds[i])/float64(floorSide.rounds[i]))
-	}
-	slices.Sort(overFloor)
-	cpuDetail := fmt.Sprintf("%s of kmsproxyd CPU over %d Decrypts from %d clients, in %d rounds alternating with the floor's (last row)", ms(proxySide.cpu), proxySide.n, cpuConcurrency, cpuRounds)
-	for _, k := range []string{"raw_syscalls:sys_enter", "context-switches"} {
-		if v, ok := counts[k]; ok {
-			cpuDetail += fmt.Sprintf(", %.1f %s", v/float64(proxySide.n), strings.TrimPrefix(k, "raw_syscalls:"))
-		}
-	}
-	if len(counts) > 0 {
-		cpuDetail += " per Decrypt"
-	}
-	cpuRatio := float64(cpuPer) / float64(cpuRSA)
-	cpuDetail += fmt.Sprintf("; t_rsa next to this row %s (before %s, after %s); against row 1's t_rsa %.2f ×", ms(cpuRSA), ms(cpuRSABefore), ms(cpuRSAAfter), ratio(cpuPer))
-	t.add("kmsproxyd CPU per attested Decrypt (utime+stime)",
-		fmt.Sprintf("%s = %.2f × t_rsa", ms(cpuPer), cpuRatio),
-		fmt.Sprintf("≤ %.2f × t_rsa", targetCPURatio), ptr(cpuRatio <= targetCPURatio), cpuDetail)
+	cpuFloors := floors[roundFloors:]
+	tFloor := median(floors.floors())
+	tGo := median(floors.goTimes())
 
-	// Latency at concurrency 1: the same Decrypt straight to devkms and
-	// through kmsproxyd, alternating so that drift affects both alike.
-	w.say("latency at concurrency 1: %d pairs of direct and proxied Decrypts", c.samples)
+	// Where the default build's time went.
+	var profile []profileShare
+	var profileErr error
+	if c.profile && havePerf() {
+		file := c.perfFile
+		if file == "" {
+			file = tempPerfFile(w.dir)
+		}
+		w.say("profile: perf record on the default build during %d more Decrypts", profileRequests)
+		stop, err := startPerf(file, subjects[0].pid())
+		if err != nil {
+			profileErr = err
+		} else {
+			_, _, _, err := w.cpuDuring(ctx, subjects[0].d.proc, cpuConcurrency, profileRequests, subjects[0].call)
+			stop()
+			if err != nil {
+				return nil, err
+			}
+			profile, profileErr = perfReport(ctx, file)
+		}
+	}
+
+	// Latency at concurrency 1 with aws-sdk-go-v2 on both sides: straight
+	// to devkms with a Recipient of the caller's own, and through each
+	// build, in turn, so that drift affects all alike.
+	w.say("latency at concurrency 1: %d Decrypts each, direct and through each build, in turn", c.samples)
 	rcpt, err := w.recipient()
 	if err != nil {
 		return nil, err
 	}
-	direct := directDecrypt(w.tlsClient(1), w.kmsURL, w.blob, rcpt)
-	for range pairWarmup {
-		if err := direct(ctx); err != nil {
-			return nil, w.failed(w.devkms, fmt.Errorf("failed to decrypt directly at devkms: %w", err))
+	direct := w.sdkClient(roleKey, roleSecret, roleToken)
+	directCall := func(ctx context.Context) error {
+		out, err := direct.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: w.blob, Recipient: rcpt})
+		if err != nil {
+			return fmt.Errorf("failed to decrypt directly at devkms: %w", err)
 		}
-		if err := proxyOne(ctx); err != nil {
-			return nil, w.failed(d.proc, err)
+		if len(out.CiphertextForRecipient) == 0 {
+			return errors.New("devkms answered without CiphertextForRecipient")
+		}
+		return nil
+	}
+	latCalls := []caller{directCall}
+	for _, s := range subjects {
+		if s.sdk, err = client.New(ctx, "unix://"+s.d.sock, func(o *kms.Options) { o.Retryer = aws.NopRetryer{} }); err != nil {
+			return nil, err
+		}
+		latCalls = append(latCalls, sdkDecrypt(s.sdk, w.blob, w.plaintext))
+	}
+	lats := make([]result, len(latCalls))
+	for range pairWarmup {
+		for i, call := range latCalls {
+			if err := call(ctx); err != nil {
+				return nil, fmt.Errorf("latency rows, warm-up of call %d: %w", i, err)
+			}
 		}
 	}
-	latRSABefore, err := nearRSA()
+	latFloorBefore, err := measureFloor()
 	if err != nil {
 		return nil, err
 	}
-	var rd, rp result
-	for range c.samples {
-		for _, s := range []struct {
-			call caller
-			r    *result
-		}{{direct, &rd}, {proxyOne, &rp}} {
+	for k := range c.samples {
+		for j := range latCalls {
+			i := (k + j) % len(latCalls)
 			start := time.Now()
-			err := s.call(ctx)
-			s.r.lat = append(s.r.lat, time.Since(start))
-			s.r.n++
+			err := latCalls[i](ctx)
+			lats[i].lat = append(lats[i].lat, time.Since(start))
+			lats[i].n++
 			if err != nil {
 				return nil, fmt.Errorf("latency rows: %w", err)
 			}
 		}
 	}
-	rd.finish(0)
-	rp.finish(0)
-	latRSAAfter, err := nearRSA()
+	for i := range lats {
+		lats[i].finish(0)
+	}
+	for i, s := range subjects {
+		s.lat = lats[i+1]
+	}
+	latFloorAfter, err := measureFloor()
 	if err != nil {
 		return nil, err
 	}
-	latRSA := (latRSABefore + latRSAAfter) / 2
-	adjacent = append(adjacent, latRSABefore, latRSAAfter)
-	added50, added99 := rp.pct(50)-rd.pct(50), rp.pct(99)-rd.pct(99)
-	addedRatio := float64(added50) / float64(latRSA)
-	t.add("latency added over a direct devkms call, concurrency 1, p50",
-		fmt.Sprintf("%s = %.2f × t_rsa", ms(added50), addedRatio),
-		fmt.Sprintf("≤ %.1f × t_rsa", targetAddedRatio), ptr(addedRatio <= targetAddedRatio),
-		fmt.Sprintf("p50 through kmsproxyd %s − direct %s, over %d alternating pairs; t_rsa next to this row %s (before %s, after %s); against row 1's t_rsa %.2f ×",
-			ms(rp.pct(50)), ms(rd.pct(50)), c.samples, ms(latRSA), ms(latRSABefore), ms(latRSAAfter), ratio(added50)))
-	t.add("latency added over a direct devkms call, concurrency 1, p99",
-		fmt.Sprintf("%s = %.2f × t_rsa", ms(added99), float64(added99)/float64(latRSA)), "reported", nil,
-		fmt.Sprintf("p99 through kmsproxyd %s − direct %s", ms(rp.pct(99)), ms(rd.pct(99))))
 
-	// Throughput with kmsproxyd alone on CPU 0.
-	var pinnedRate float64 // Decrypts/s, 0 when not measured
-	if runtime.NumCPU() < 2 {
-		t.add("throughput, kmsproxyd pinned to one core", "not measured", fmt.Sprintf("≥ %.1f × 1/t_rsa", targetPinnedFraction), ptr(false),
-			"this machine has one CPU: kmsproxyd cannot have one to itself")
-	} else {
-		w.say("throughput for %s with kmsproxyd on CPU 0, devkms and the load on the others", c.pinned)
-		others := "1"
-		if n := runtime.NumCPU(); n > 2 {
-			others = fmt.Sprintf("1-%d", n-1)
+	// Throughput with each build alone on CPU 0 and everything else the
+	// run started (devkms, the load, the other daemons) on the others.
+	type pinnedResult struct {
+		n                  int
+		elapsed            time.Duration
+		self, devkms, load time.Duration
+	}
+	pinned := make([]pinnedResult, len(subjects))
+	others := "1"
+	if n := runtime.NumCPU(); n > 2 {
+		others = fmt.Sprintf("1-%d", n-1)
+	}
+	if runtime.NumCPU() >= 2 {
+		w.say("throughput: each build alone on CPU 0 for %s (%d turns each), devkms and the load on CPU %s", c.pinned, pinnedRounds, others)
+		var all []int
+		for _, p := range w.procs {
+			if !p.exited() {
+				all = append(all, p.pid())
+			}
 		}
-		pinRSABefore, err := nearRSA()
-		if err != nil {
-			return nil, err
-		}
-		pids := []int{d.pid(), w.devkms.pid(), os.Getpid()}
-		for i, cpus := range []string{"0", others, others} {
-			if err := pin(pids[i], cpus); err != nil {
+		all = append(all, os.Getpid())
+		for _, pid := range all {
+			if err := pin(pid, others); err != nil {
 				return nil, err
 			}
 		}
-		closedLoop(ctx, pinnedConcurrency, 0, time.Second, sharedCaller) // settle on the new CPUs
-		var cpu0, dev0, gen0, cpu1, dev1, gen1 time.Duration
-		var errs []error
-		for _, p := range []struct {
-			pid int
-			v   *time.Duration
-		}{{d.pid(), &cpu0}, {w.devkms.pid(), &dev0}, {os.Getpid(), &gen0}} {
-			var err error
-			*p.v, err = cpuTime(p.pid)
-			errs = append(errs, err)
+		for k := range pinnedRounds * len(subjects) {
+			i := k % len(subjects)
+			if k/len(subjects)%2 == 1 {
+				i = len(subjects) - 1 - i
+			}
+			s := subjects[i]
+			if err := pin(s.pid(), "0"); err != nil {
+				return nil, err
+			}
+			closedLoop(ctx, pinnedConcurrency, 0, time.Second/2, s.call) // settle on CPU 0
+			pids := []int{s.pid(), w.devkms.pid(), os.Getpid()}
+			before, err := cpuTimes(pids)
+			if err != nil {
+				return nil, err
+			}
+			r := closedLoop(ctx, pinnedConcurrency, 0, c.pinned/pinnedRounds, s.call)
+			after, err := cpuTimes(pids)
+			if err != nil {
+				return nil, err
+			}
+			if r.errors > 0 {
+				return nil, w.failed(s.d.proc, fmt.Errorf("throughput row: %s", r.errorText()))
+			}
+			if err := pin(s.pid(), others); err != nil {
+				return nil, err
+			}
+			p := &pinned[i]
+			p.n += r.n
+			p.elapsed += r.elapsed
+			p.self += after[0] - before[0]
+			p.devkms += after[1] - before[1]
+			p.load += after[2] - before[2]
 		}
-		r := closedLoop(ctx, pinnedConcurrency, 0, c.pinned, sharedCaller)
-		for _, p := range []struct {
-			pid int
-			v   *time.Duration
-		}{{d.pid(), &cpu1}, {w.devkms.pid(), &dev1}, {os.Getpid(), &gen1}} {
-			var err error
-			*p.v, err = cpuTime(p.pid)
-			errs = append(errs, err)
+		for _, pid := range all {
+			if err := pin(pid, allCPUs()); err != nil {
+				return nil, err
+			}
 		}
-		for _, pid := range pids {
-			errs = append(errs, pin(pid, allCPUs()))
-		}
-		if err := errors.Join(errs...); err != nil {
-			return nil, err
-		}
-		if r.errors > 0 {
-			return nil, w.failed(d.proc, fmt.Errorf("pinned row: %s", r.errorText()))
-		}
-		pinRSAAfter, err := nearRSA()
-		if err != nil {
-			return nil, err
-		}
-		pinRSA := (pinRSABefore + pinRSAAfter) / 2
-		adjacent = append(adjacent, pinRSABefore, pinRSAAfter)
-		frac := r.rate() * pinRSA.Seconds()
-		pinnedRate = r.rate()
-		per := func(d time.Duration) string { return ms(d / time.Duration(max(r.n, 1))) }
-		t.add("throughput, kmsproxyd pinned to one core (taskset -c 0)",
-			fmt.Sprintf("%.0f Decrypts/s = %.2f × 1/t_rsa", r.rate(), frac),
-			fmt.Sprintf("≥ %.1f × 1/t_rsa", targetPinnedFraction), ptr(frac >= targetPinnedFraction),
-			fmt.Sprintf("1/t_rsa = %.0f/s with t_rsa next to this row %s (before %s, after %s; against row 1's t_rsa %.2f ×); %d requests in flight for %s; CPU 0 %.0f%% busy with kmsproxyd at %s per Decrypt; CPU %s: devkms %s and the load %s per Decrypt",
-				1/pinRSA.Seconds(), ms(pinRSA), ms(pinRSABefore), ms(pinRSAAfter), r.rate()*tRSA.Seconds(), pinnedConcurrency, c.pinned, 100*float64(cpu1-cpu0)/float64(r.elapsed), per(cpu1-cpu0), others, per(dev1-dev0), per(gen1-gen0)))
 	}
 
-	// Many concurrent clients, each on its own connection.
-	w.say("%d concurrent clients for %s", c.clients, c.duration)
-	clients := make([]*http.Client, c.clients)
-	for i := range clients {
-		clients[i] = unixClient(d.sock, 1)
+	// Many concurrent clients, each on its own connection, one build after
+	// the other.
+	type loadResult struct {
+		r   result
+		hwm int64
+		mid string
 	}
-	var midLoad string
-	midDone := make(chan struct{})
-	go func() {
-		defer close(midDone)
-		select {
-		case <-time.After(c.duration * 3 / 4):
-			midLoad = d.memoryDetail()
-		case <-ctx.Done():
+	loads := make([]loadResult, len(subjects))
+	for i, s := range subjects {
+		w.say("%d concurrent clients for %s: %s", c.clients, c.duration, s.label)
+		clients := make([]*http.Client, c.clients)
+		for k := range clients {
+			clients[k] = unixClient(s.d.sock, 1)
 		}
-	}()
-	rl := closedLoop(ctx, c.clients, 0, c.duration, func(i int) caller { return proxyDecrypt(clients[i], w.blob, w.plaintext) })
-	<-midDone
-	for _, hc := range clients {
-		hc.CloseIdleConnections()
+		midDone := make(chan struct{})
+		go func() {
+			defer close(midDone)
+			select {
+			case <-time.After(c.duration * 3 / 4):
+				loads[i].mid = s.d.memoryDetail()
+			case <-ctx.Done():
+			}
+		}()
+		loads[i].r = closedLoop(ctx, c.clients, 0, c.duration, func(k int) caller { return proxyDecrypt(clients[k], w.blob, w.plaintext) })
+		<-midDone
+		for _, hc := range clients {
+			hc.CloseIdleConnections()
+		}
+		if _, loads[i].hwm, err = memory(s.pid()); err != nil {
+			return nil, err
+		}
 	}
-	_, hwm, err := memory(d.pid())
-	if err != nil {
-		return nil, err
-	}
-	name := fmt.Sprintf("%d concurrent clients for %s", c.clients, c.duration)
-	t.add(name+": errors", fmt.Sprintf("%d of %d", rl.errors, rl.n), "0", ptr(rl.errors == 0),
-		fmt.Sprintf("%.0f Decrypts/s, each client on its own connection%s", rl.rate(), firstError(rl)))
-	t.add(name+": latency p50 / p99", fmt.Sprintf("%s / %s", ms(rl.pct(50)), ms(rl.pct(99))), "reported", nil, "")
-	t.add(name+": kmsproxyd peak RSS (VmHWM)", mib(hwm), "≤ "+mib(targetPeakRSS), ptr(hwm <= targetPeakRSS),
-		"at 3/4 of the run: "+midLoad)
-
-	t.add("start to ready (first 200 on /readyz)", ms(ready), "≤ "+ms(targetReady), ptr(ready <= targetReady),
-		fmt.Sprintf("median of %d starts: %s (process start to the first 200, polling every millisecond)", c.starts, msList(readies)))
-	t.add("idle RSS (VmRSS, 1 s after ready and 10 requests)", mib(idleRSS), "≤ "+mib(targetIdleRSS), ptr(idleRSS <= targetIdleRSS), idleDetail)
 
 	// The cost avoided: a kmstool-style process per Decrypt.
 	w.say("kmstool-style one-shot client: %d runs", c.oneShots)
@@ -486,59 +548,222 @@ func bench(ctx context.Context, w *world, c benchConfig) (*table, error) {
 	if err != nil {
 		return nil, err
 	}
-	t.add("kmstool-style one-shot Decrypt", ms(oneShot.pct(50)), "reported", nil,
-		fmt.Sprintf("median of %d runs (p90 %s): a new process that generates an RSA-2048 key, gets an attestation document, opens a TLS connection, calls Decrypt with Recipient and opens the envelope", oneShot.n, ms(oneShot.pct(90))))
-	t.add("cost avoided: one-shot / kmsproxyd steady state", fmt.Sprintf("%.0f×", float64(oneShot.pct(50))/float64(rp.pct(50))), "reported", nil,
-		fmt.Sprintf("%s / %s (kmsproxyd p50 at concurrency 1, row 3)", ms(oneShot.pct(50)), ms(rp.pct(50))))
+	if _, err := measureFloor(); err != nil {
+		return nil, err
+	}
 
-	// Why rows 2 and 5 come out as they do on a machine whose vCPUs share a
-	// core: kmsproxyd's decryptions run while devkms and the load keep the
-	// other vCPU busy.
-	if busy, err := measureRSASiblingBusy(rsaKey, rsaCT); err != nil {
-		t.note("t_rsa with the other vCPU busy not measured: %v", err)
+	// The table.
+	backendOf := func(b build) string {
+		if v := first.versions[b.name]; v != "" {
+			return v
+		}
+		return first.versions["go"]
+	}
+	if first.floorBackend == "go" {
+		why := "no OpenSSL in this build"
+		if noOpenSSL != "" {
+			why += ": " + noOpenSSL
+		}
+		t.report("t_floor: one RSA-2048 OAEP-SHA256 decrypt, fastest backend = crypto/rsa ("+why+")", ms(tFloor),
+			fmt.Sprintf("%s; median of %d measurements over the run (%s to %s), each the median of %d decryptions timed with the thread's CPU clock", backendOf(def), len(floors), ms(slices.Min(floors.floors())), ms(slices.Max(floors.floors())), c.rsaN))
 	} else {
-		t.add("t_rsa with the other vCPU busy (as kmsproxyd's RSA runs under load here)",
-			fmt.Sprintf("%s = %.2f × t_rsa", ms(busy), ratio(busy)), "reported", nil,
-			fmt.Sprintf("median of %d batches of %d decryptions on CPU 0 with a busy loop on CPU 1; rows 2 and 5 against it: %.2f × and %s",
-				siblingBatches, siblingBatch, float64(cpuPer)/float64(busy), pinnedAgainst(pinnedRate, busy)))
+		t.report("t_floor: one RSA-2048 OAEP-SHA256 decrypt, fastest backend = "+first.floorBackend, ms(tFloor),
+			fmt.Sprintf("%s; median of %d measurements over the run (%s to %s), each the median of %d decryptions timed with the thread's CPU clock, alternating with crypto/rsa's", first.versions[first.floorBackend], len(floors), ms(slices.Min(floors.floors())), ms(slices.Max(floors.floors())), c.rsaN))
+	}
+	t.report("t_go: the same decrypt with crypto/rsa", fmt.Sprintf("%s = %.2f × t_floor", ms(tGo), float64(tGo)/float64(tFloor)),
+		fmt.Sprintf("%s; measured with t_floor, decryption by decryption", first.versions["go"]))
+	if noOpenSSL != "" && !c.goOnly {
+		t.note("the OpenSSL rows are skipped: %s; every row is the pure Go build's and t_floor is crypto/rsa's", noOpenSSL)
 	}
 
-	// The floor, measured with row 2: what the prescribed parts cost by
-	// themselves, and what kmsproxyd adds to them.
-	t.add("the prescribed parts alone (test/bench/floor), CPU per attested Decrypt",
-		fmt.Sprintf("%s = %.2f × t_rsa", ms(floorPer), float64(floorPer)/float64(cpuRSA)), "reported", nil,
-		fmt.Sprintf("%s over %d Decrypts, alternating with row 2 (t_rsa next to them %s); kmsproxyd / floor per round: median %.3f (%.3f to %.3f) over %d rounds. floor: net/http server, aws-sdk-go-v2 Decrypt with Recipient over keep-alive TLS, the envelope opened, the answer; no policy, logs, metrics or limits",
-			ms(floorSide.cpu), floorSide.n, ms(cpuRSA), overFloor[len(overFloor)/2], overFloor[0], overFloor[len(overFloor)-1], cpuRounds))
+	// CPU rows.
+	cpuRatio := func(s *subject) (med, lo, hi float64) {
+		var r []float64
+		for i, d := range s.cpu {
+			r = append(r, float64(d)/float64(cpuFloors[i].floor))
+		}
+		slices.Sort(r)
+		return r[len(r)/2], r[0], r[len(r)-1]
+	}
+	cpuDetail := func(s *subject) string {
+		_, lo, hi := cpuRatio(s)
+		d := fmt.Sprintf("median of %d rounds of %d Decrypts from %d clients (%.2f to %.2f × that round's t_floor); %s per Decrypt = %.2f × t_go; all rounds: %s of CPU over %d Decrypts, summed over the threads' schedstat (/proc/PID/stat: %s)",
+			len(s.cpu), c.requests/c.rounds, cpuConcurrency, lo, hi, ms(median(s.cpu)), float64(median(s.cpu))/float64(tGo), ms(s.total), s.n, ms(s.ticks))
+		return d
+	}
+	for i, s := range subjects {
+		med, _, _ := cpuRatio(s)
+		name := "CPU per attested Decrypt, " + s.label
+		val := fmt.Sprintf("%s = %.2f × t_floor", ms(median(s.cpu)), med)
+		detail := cpuDetail(s) + "; RSA backend " + backendOf(s.b)
+		if i == 0 {
+			if counts != nil {
+				for _, k := range []string{"raw_syscalls:sys_enter", "context-switches"} {
+					if v, ok := counts[k]; ok {
+						detail += fmt.Sprintf("; %.1f %s per Decrypt", v/float64(s.n), strings.TrimPrefix(k, "raw_syscalls:"))
+					}
+				}
+			}
+			t.check(name, med, val, atMost(targetCPU, xFloor), detail)
+		} else {
+			t.report(name, val, detail)
+		}
+	}
+	{
+		med, _, _ := cpuRatio(floorSubject)
+		var over []float64
+		for i := range floorSubject.cpu {
+			over = append(over, float64(subjects[0].cpu[i])/float64(floorSubject.cpu[i]))
+		}
+		slices.Sort(over)
+		t.report("CPU per attested Decrypt, "+floorSubject.label, fmt.Sprintf("%s = %.2f × t_floor", ms(median(floorSubject.cpu)), med),
+			cpuDetail(floorSubject)+fmt.Sprintf("; kmsproxyd (default build) / floor per round: median %.2f (%.2f to %.2f). The floor daemon: net/http server, aws-sdk-go-v2 Decrypt with Recipient over keep-alive TLS, the envelope opened, the answer; no policy, logs, metrics or limits",
+				over[len(over)/2], over[0], over[len(over)-1]))
+	}
 
-	// t_rsa again, now that the load is over.
-	rsaEnd, err := measureRSA(rsaKey, rsaCT, 2)
-	if err != nil {
-		return nil, err
-	}
-	all := append(append(slices.Clone(rsaStart), rsaEnd...), adjacent...)
-	lo, hi := slices.Min(all), slices.Max(all)
-	t.rows[rsaRow].detail = fmt.Sprintf("median of %d testing.Benchmark runs at the start (%s), precomputed key; %d more at the end: %s",
-		len(rsaStart), msList3(rsaStart), len(rsaEnd), msList3(rsaEnd))
-	if spread := float64(hi-lo) / float64(lo); spread > noisyRSA {
-		t.note("t_rsa varied by %.0f%% during the run (%s to %s): something else was using this machine's CPUs, and every ratio above is uncertain by about as much", 100*spread, ms(lo), ms(hi))
+	// Latency rows.
+	latFloor := (latFloorBefore.floor + latFloorAfter.floor) / 2
+	for i, s := range subjects {
+		added50 := s.lat.pct(50) - lats[0].pct(50)
+		ratio := float64(added50) / float64(latFloor)
+		name := "latency added at concurrency 1 (p50), " + s.label
+		val := fmt.Sprintf("%s = %.2f × t_floor", ms(added50), ratio)
+		detail := fmt.Sprintf("aws-sdk-go-v2 on both sides: p50 through kmsproxyd %s − straight to devkms with a Recipient %s, %d of each in turn; p99 %s − %s = %s; t_floor next to this row %s",
+			ms(s.lat.pct(50)), ms(lats[0].pct(50)), c.samples, ms(s.lat.pct(99)), ms(lats[0].pct(99)), ms(s.lat.pct(99)-lats[0].pct(99)), ms(latFloor))
+		if i == 0 {
+			t.check(name, ratio, val, atMost(targetAdded, xFloor), detail)
+		} else {
+			t.report(name, val, detail)
+		}
 	}
 
-	// kmsproxyd drains and exits 0 on SIGTERM, having logged no error.
-	if err := w.stop(d.proc); err != nil {
-		return nil, err
+	// Throughput rows.
+	for i, s := range subjects {
+		name := "throughput on one core (taskset -c 0), " + s.label
+		if runtime.NumCPU() < 2 {
+			t.add(name, "not measured", atLeast(targetPinned, ofFloor).String(), ptr(false), "this machine has one CPU: kmsproxyd cannot have one to itself")
+			continue
+		}
+		p := pinned[i]
+		rate := float64(p.n) / p.elapsed.Seconds()
+		frac := rate * tFloor.Seconds()
+		per := func(d time.Duration) string { return ms(d / time.Duration(max(p.n, 1))) }
+		busy0 := float64(p.self) / float64(p.elapsed)
+		busy1 := float64(p.devkms+p.load) / float64(p.elapsed)
+		detail := fmt.Sprintf("1/t_floor = %.0f/s; %d requests in flight, %d turns of %s; CPU 0 %.0f %% busy with kmsproxyd at %s per Decrypt (%.2f × t_floor); CPU %s: devkms %s and the load %s per Decrypt (%.0f %% of one CPU)",
+			1/tFloor.Seconds(), pinnedConcurrency, pinnedRounds, c.pinned/pinnedRounds, 100*busy0, per(p.self), float64(p.self)/float64(p.n)/float64(tFloor), others, per(p.devkms), per(p.load), 100*busy1)
+		if busy0 < 0.9 && busy1 > 0.9 {
+			detail += "; kmsproxyd was not the bottleneck: devkms and the load generator filled CPU " + others
+		}
+		val := fmt.Sprintf("%.0f Decrypts/s = %.2f of 1/t_floor", rate, frac)
+		if i == 0 {
+			t.check(name, frac, val, atLeast(targetPinned, ofFloor), detail)
+		} else {
+			t.report(name, val, detail)
+		}
 	}
-	if b, err := os.ReadFile(d.logPath); err == nil && strings.Contains(string(b), `"level":"ERROR"`) {
-		return nil, w.failed(d.proc, errors.New("kmsproxyd logged an error during the benchmark"))
+
+	// Concurrent clients and memory.
+	for i, s := range subjects {
+		l := loads[i]
+		name := fmt.Sprintf("%d concurrent clients for %s, %s", c.clients, c.duration, s.label)
+		t.check(name+": errors", float64(l.r.errors), fmt.Sprintf("%d of %d", l.r.errors, l.r.n), atMost(0, countF),
+			fmt.Sprintf("%.0f Decrypts/s, each client on its own connection; latency p50 %s, p99 %s%s", l.r.rate(), ms(l.r.pct(50)), ms(l.r.pct(99)), firstError(l.r)))
+	}
+	for i, s := range subjects {
+		l := loads[i]
+		name := "peak RSS (VmHWM) over the run, " + s.label
+		detail := fmt.Sprintf("reached with %d concurrent clients; at 3/4 of that row: %s", c.clients, l.mid)
+		if i == 0 {
+			t.check(name, float64(l.hwm)/(1<<20), mib(l.hwm), atMost(targetPeakMiB, mibF), detail)
+		} else {
+			t.report(name, mib(l.hwm), detail)
+		}
+	}
+	for i, s := range subjects {
+		name := "idle RSS (VmRSS, 1 s after ready and 10 requests), " + s.label
+		if i == 0 {
+			t.check(name, float64(s.idleRSS)/(1<<20), mib(s.idleRSS), atMost(targetIdleMiB, mibF), s.idleMem)
+		} else {
+			t.report(name, mib(s.idleRSS), s.idleMem)
+		}
+	}
+	for i, s := range subjects {
+		ready := median(s.readies)
+		name := "start to ready (first 200 on /readyz), " + s.label
+		detail := fmt.Sprintf("median of %d starts: %s (process start to the first 200, polling every millisecond)", len(s.readies), msList(s.readies))
+		if i == 0 {
+			t.check(name, float64(ready)/float64(time.Millisecond), ms(ready), atMost(targetReadyMs, msF), detail)
+		} else {
+			t.report(name, ms(ready), detail)
+		}
+	}
+	t.report("kmstool-style one-shot Decrypt", ms(oneShot.pct(50)),
+		fmt.Sprintf("median of %d runs (p90 %s): a new process that generates an RSA-2048 key, gets an attestation document, opens a TLS connection, calls Decrypt with Recipient and opens the envelope", oneShot.n, ms(oneShot.pct(90))))
+	t.report("cost avoided: one-shot / kmsproxyd at concurrency 1", fmt.Sprintf("%.0f×", float64(oneShot.pct(50))/float64(subjects[0].lat.pct(50))),
+		fmt.Sprintf("%s / %s (p50 through the %s)", ms(oneShot.pct(50)), ms(subjects[0].lat.pct(50)), subjects[0].label))
+
+	// Where the time went.
+	switch {
+	case profile != nil:
+		per := float64(median(subjects[0].cpu)) / float64(tFloor)
+		lines := []string{fmt.Sprintf("%-7s  %-13s  %s", "share", "× t_floor", "part (perf's self time by function, mapped to the code it belongs to)")}
+		rsa := 0.0
+		for _, p := range profile {
+			lines = append(lines, fmt.Sprintf("%5.1f %%  %5.2f          %s", p.share, p.share/100*per, p.part))
+			if strings.HasPrefix(p.part, "RSA decryption") {
+				rsa += p.share
+			}
+		}
+		lines = append(lines, fmt.Sprintf("RSA decryption under load: %.2f × t_floor (t_floor is measured alone); everything else: %.2f × t_floor, of which the %.1f × target leaves %.2f",
+			rsa/100*per, (1-rsa/100)*per, targetCPU, targetCPU-rsa/100*per))
+		t.section(fmt.Sprintf("where the %s's CPU per attested Decrypt went (perf record -g, %d more Decrypts from %d clients, after the CPU rounds):", subjects[0].label, profileRequests, cpuConcurrency), lines...)
+	case profileErr != nil:
+		t.note("no profile of the CPU row: %v", profileErr)
+	case c.profile:
+		t.note("no profile of the CPU row: Linux perf is not installed (Debian: apt-get install linux-perf)")
+	}
+
+	all := floors.floors()
+	if s := spread(all); s > noisyFloor {
+		t.note("t_floor varied by %.0f %% during the run (%s to %s): something else was using this machine's CPUs; the CPU rows divide by the t_floor of their own round, the others by the run's median", 100*s, ms(slices.Min(all)), ms(slices.Max(all)))
+	}
+
+	// Every daemon drains and exits 0 on SIGTERM, having logged no error.
+	for _, s := range cpuSubjects {
+		if err := w.stop(s.d.proc); err != nil {
+			return nil, err
+		}
+		if b, err := os.ReadFile(s.d.logPath); err == nil && strings.Contains(string(b), `"level":"ERROR"`) {
+			return nil, w.failed(s.d.proc, errors.New("logged an error during the benchmark"))
+		}
 	}
 	return t, nil
 }
 
-// pinnedAgainst is the pinned throughput as a fraction of 1/t for another t.
-func pinnedAgainst(rate float64, t time.Duration) string {
-	if rate == 0 {
-		return "no pinned row"
+// cpuLine is one round's CPU per Decrypt of each subject, for progress.
+func cpuLine(ss []*subject, round int) string {
+	parts := make([]string, len(ss))
+	for i, s := range ss {
+		parts[i] = fmt.Sprintf("%s %s", s.b.name, ms(s.cpu[round]))
+		if strings.HasPrefix(s.label, "floor") {
+			parts[i] = "floor " + ms(s.cpu[round])
+		}
 	}
-	return fmt.Sprintf("%.2f × 1/t", rate*t.Seconds())
+	return strings.Join(parts, ", ")
+}
+
+// cpuTimes reads each process's CPU time (per-thread accounting).
+func cpuTimes(pids []int) ([]time.Duration, error) {
+	out := make([]time.Duration, len(pids))
+	for i, pid := range pids {
+		d, err := threadsCPU(pid)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = d
+	}
+	return out, nil
 }
 
 func firstError(r result) string {
@@ -548,52 +773,10 @@ func firstError(r result) string {
 	return fmt.Sprintf("; first error: %v", r.firstErr)
 }
 
-func msList3(ds []time.Duration) string {
-	s := make([]string, len(ds))
-	for i, d := range ds {
-		s[i] = ms(d)
-	}
-	return strings.Join(s, ", ")
-}
-
 func median(ds []time.Duration) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	return s[len(s)/2]
-}
-
-// rsaFixture is an RSA-2048 key, precomputed as rsa.GenerateKey leaves it
-// (and as kmsproxyd's recipient keys are), and a 32-byte content-encryption
-// key encrypted to it with OAEP-SHA256, as KMS does in every envelope.
-func rsaFixture() (*rsa.PrivateKey, []byte, error) {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return nil, nil, err
-	}
-	ct, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, &key.PublicKey, make([]byte, 32), nil)
-	return key, ct, err
-}
-
-// measureRSA runs testing.Benchmark on one RSA-2048 OAEP-SHA256 decryption
-// runs times and returns each ns/op.
-func measureRSA(key *rsa.PrivateKey, ct []byte, runs int) ([]time.Duration, error) {
-	var failed error
-	var out []time.Duration
-	for range runs {
-		r := testing.Benchmark(func(b *testing.B) {
-			for b.Loop() {
-				if _, err := rsa.DecryptOAEP(sha256.New(), nil, key, ct, nil); err != nil {
-					failed = err
-					b.FailNow()
-				}
-			}
-		})
-		if failed != nil {
-			return nil, failed
-		}
-		out = append(out, time.Duration(r.NsPerOp()))
-	}
-	return out, nil
 }
 
 // oneShots runs the kmstool-style client n times, one after another, and
@@ -626,55 +809,6 @@ func (w *world) oneShots(ctx context.Context, n int) (result, error) {
 	}
 	r.finish(0)
 	return r, nil
-}
-
-// startPerfStat starts `perf stat` counting pid's system calls and context
-// switches when on is set, and returns a function that stops it and
-// returns the counts by event name.
-func startPerfStat(on bool, pid int) (func() map[string]float64, error) {
-	if !on {
-		return func() map[string]float64 { return nil }, nil
-	}
-	var out strings.Builder
-	cmd := exec.Command("perf", "stat", "-x", ",", "-e", "raw_syscalls:sys_enter,context-switches", "-p", strconv.Itoa(pid))
-	cmd.Stderr = &out
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("failed to start perf stat (is perf installed?): %w", err)
-	}
-	time.Sleep(300 * time.Millisecond) // let it attach
-	return func() map[string]float64 {
-		_ = cmd.Process.Signal(syscall.SIGINT)
-		_ = cmd.Wait()
-		m := map[string]float64{}
-		for line := range strings.SplitSeq(out.String(), "\n") {
-			f := strings.Split(line, ",") // value,unit,event,...
-			if len(f) < 3 {
-				continue
-			}
-			if v, err := strconv.ParseFloat(f[0], 64); err == nil {
-				m[f[2]] = v
-			}
-		}
-		return m
-	}, nil
-}
-
-// startPerf starts `perf record -g` on pid when file is set and returns a
-// function that stops it.
-func startPerf(file string, pid int) (func(), error) {
-	if file == "" {
-		return func() {}, nil
-	}
-	cmd := exec.Command("perf", "record", "-F", "999", "-g", "-p", strconv.Itoa(pid), "-o", file)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("failed to start perf (is it installed?): %w", err)
-	}
-	time.Sleep(300 * time.Millisecond) // let it attach
-	return func() {
-		_ = cmd.Process.Signal(syscall.SIGINT)
-		_ = cmd.Wait()
-	}, nil
 }
 
 // loadAverage is /proc/loadavg's 1, 5 and 15 minute averages.

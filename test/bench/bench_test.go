@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 func TestPercentiles(t *testing.T) {
@@ -129,6 +131,10 @@ func TestProcReaders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	threadsBefore, err := threadsCPU(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Work until the CPU time grows by a few clock ticks (bounded).
 	after := before
 	for deadline := time.Now().Add(10 * time.Second); after-before < 50*time.Millisecond && time.Now().Before(deadline); {
@@ -141,6 +147,13 @@ func TestProcReaders(t *testing.T) {
 	if after-before < 50*time.Millisecond {
 		t.Errorf("/proc/self/stat: CPU time grew by %s in 10s of spinning", after-before)
 	}
+	threadsAfter, err := threadsCPU(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := threadsAfter - threadsBefore; got < 40*time.Millisecond {
+		t.Errorf("schedstat: CPU time grew by %s while /proc/self/stat's grew by %s", got, after-before)
+	}
 	rss, hwm, err := memory(pid)
 	if err != nil || rss <= 0 || hwm < rss {
 		t.Errorf("memory = %d, %d, %v; want 0 < VmRSS ≤ VmHWM", rss, hwm, err)
@@ -152,18 +165,22 @@ func TestProcReaders(t *testing.T) {
 	if _, err := cpuTime(-1); err == nil {
 		t.Error("cpuTime of a process that does not exist succeeded")
 	}
+	if _, err := threadsCPU(-1); err == nil {
+		t.Error("threadsCPU of a process that does not exist succeeded")
+	}
 }
 
 func TestTablePrint(t *testing.T) {
 	tb := &table{header: []string{"kmsproxy benchmark"}}
-	tb.add("met", "1", "≤ 2", ptr(true), "one")
-	tb.add("missed", "3", "≤ 2", ptr(false), "")
-	tb.add("reported", "4", "reported", nil, "four")
+	tb.check("met", 1, "1", atMost(2, countF), "one")
+	tb.check("missed", 3, "3", atMost(2, countF), "")
+	tb.report("reported", "4", "four")
+	tb.section("where the time went:", "line one")
 	tb.note("a note")
 	var out strings.Builder
 	tb.print(&out)
 	got := out.String()
-	for _, want := range []string{"1  met", "PASS", "MISS", "—", "1 targets met, 1 missed", "  1  one", "  3  four", "  - a note"} {
+	for _, want := range []string{"1  met", "met, 1 to spare", "MISSED by 1 (50 %)", "—", "1 targets met, 1 missed", "  1  one", "  3  four", "where the time went:\n  line one", "  - a note"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("table lacks %q:\n%s", want, got)
 		}
@@ -173,5 +190,183 @@ func TestTablePrint(t *testing.T) {
 	}
 	if tb.missed() != 1 {
 		t.Errorf("missed() = %d, want 1", tb.missed())
+	}
+}
+
+func TestGoalVerdict(t *testing.T) {
+	tests := []struct {
+		name       string
+		g          goal
+		v          float64
+		want       string
+		wantMissed bool
+	}{
+		{"at most, under", atMost(2.2, xFloor), 1.9, "met, 0.30 × t_floor to spare", false},
+		{"at most, equal", atMost(2.2, xFloor), 2.2, "met, 0.00 × t_floor to spare", false},
+		{"at most, over", atMost(2.2, xFloor), 2.75, "MISSED by 0.55 × t_floor (25 %)", true},
+		{"at least, over", atLeast(0.45, ofFloor), 0.5, "met, 0.05 of 1/t_floor to spare", false},
+		{"at least, under", atLeast(0.45, ofFloor), 0.36, "MISSED by 0.09 of 1/t_floor (20 %)", true},
+		{"zero, met", atMost(0, countF), 0, "met", false},
+		{"zero, missed", atMost(0, countF), 3, "MISSED by 3", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, missed := tt.g.verdict(tt.v)
+			if got != tt.want || missed != tt.wantMissed {
+				t.Errorf("verdict(%v) = %q, %v; want %q, %v", tt.v, got, missed, tt.want, tt.wantMissed)
+			}
+		})
+	}
+	if got, want := atMost(48, mibF).String(), "≤ 48.0 MiB"; got != want {
+		t.Errorf("String() = %q, want %q", got, want)
+	}
+}
+
+func TestParseRSATimes(t *testing.T) {
+	tests := []struct {
+		name      string
+		line      string
+		wantFloor time.Duration
+		wantName  string
+		wantGo    time.Duration
+		wantErr   string
+	}{
+		{
+			name:      "openssl and go",
+			line:      `{"backends":[{"name":"openssl","version":"OpenSSL 3","median_ns":300000,"n":10},{"name":"go","version":"crypto/rsa","median_ns":800000,"n":10}]}`,
+			wantFloor: 300 * time.Microsecond, wantName: "openssl", wantGo: 800 * time.Microsecond,
+		},
+		{
+			name:      "go alone",
+			line:      `{"backends":[{"name":"go","version":"crypto/rsa","median_ns":800000,"n":10}]}`,
+			wantFloor: 800 * time.Microsecond, wantName: "go", wantGo: 800 * time.Microsecond,
+		},
+		{
+			name:      "the fastest is the floor whatever its name",
+			line:      `{"backends":[{"name":"openssl","median_ns":900000,"n":10},{"name":"go","median_ns":800000,"n":10}]}`,
+			wantFloor: 800 * time.Microsecond, wantName: "go", wantGo: 800 * time.Microsecond,
+		},
+		{name: "no go", line: `{"backends":[{"name":"openssl","median_ns":300000,"n":10}]}`, wantErr: "without crypto/rsa"},
+		{name: "zero time", line: `{"backends":[{"name":"go","median_ns":0,"n":10}]}`, wantErr: "a time of 0 ns"},
+		{name: "not JSON", line: `rsatime: error: boom`, wantErr: "rsatime answered"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseRSATimes([]byte(tt.line))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.floor != tt.wantFloor || got.floorBackend != tt.wantName || got.goTime != tt.wantGo {
+				t.Errorf("got floor %s (%s), go %s; want %s (%s), %s", got.floor, got.floorBackend, got.goTime, tt.wantFloor, tt.wantName, tt.wantGo)
+			}
+		})
+	}
+}
+
+// perfScript is `perf script -F comm,tid,ip,sym,dso` output of five
+// samples, shortened.
+const perfScript = `kmsproxyd 30284 
+	          4f00 ossl_rsaz_amm52x20_x2_256 (/tmp/bin/openssl/kmsproxyd)
+	          4e00 github.com/enclavekit/kmsproxy/internal/cms._Cfunc_kp_decrypt (/tmp/bin/openssl/kmsproxyd)
+
+kmsproxyd 30285 
+	ffffffff81e74b0e finish_task_switch.isra.0 ([kernel.kallsyms])
+	ffffffff81000130 entry_SYSCALL_64_after_hwframe ([kernel.kallsyms])
+	            c2ce runtime.usleep.abi0 (/tmp/bin/openssl/kmsproxyd)
+	           4d0f4 runtime.sysmon (/tmp/bin/openssl/kmsproxyd)
+
+kmsproxyd 30284 
+	ffffffff81e74b0e _raw_spin_unlock_irqrestore ([kernel.kallsyms])
+	            c2ce internal/runtime/syscall/linux.Syscall6 (/tmp/bin/openssl/kmsproxyd)
+	           4d0f4 internal/poll.(*FD).Write (/tmp/bin/openssl/kmsproxyd)
+
+kmsproxyd 30284 
+	          569cab crypto/internal/fips140/sha256.blockSHANI.abi0 (/tmp/bin/openssl/kmsproxyd)
+	          379232 github.com/aws/aws-sdk-go-v2/aws/signer/v4.makeHash (/tmp/bin/openssl/kmsproxyd)
+
+kmsproxyd 30286 
+	          569cab runtime.scanObject (/tmp/bin/openssl/kmsproxyd)
+`
+
+func TestParseProfile(t *testing.T) {
+	got, err := parseProfile(strings.NewReader(perfScript))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []profileShare{
+		{"Go garbage collector", 20},
+		{partSysmon, 20},
+		{"RSA decryption: OpenSSL's libcrypto (and the C library), through cgo", 20},
+		{"SHA-256 and HMAC (SigV4 signing, TLS, the envelope's key id)", 20},
+		{partSockets, 20},
+	}
+	if diff := cmp.Diff(want, got, cmp.AllowUnexported(profileShare{})); diff != "" {
+		t.Errorf("parseProfile (-want +got):\n%s", diff)
+	}
+	if _, err := parseProfile(strings.NewReader("# nothing\n")); err == nil {
+		t.Error("a profile without samples parsed")
+	}
+}
+
+func TestClassify(t *testing.T) {
+	const exe = "/bin/kmsproxyd"
+	tests := []struct {
+		name  string
+		stack []frame
+		want  string
+	}{
+		{"crypto/rsa", []frame{{"crypto/internal/fips140/bigmod.addMulVVW1024.abi0", exe}}, "RSA decryption: crypto/rsa"},
+		{"a C function in the executable", []frame{{"bn_mulx4x_mont", exe}}, "RSA decryption: OpenSSL's libcrypto (and the C library), through cgo"},
+		{"the vDSO is not OpenSSL", []frame{{"__vdso_clock_gettime", "[vdso]"}}, "other"},
+		{"an unresolved address", []frame{{"0x4567", exe}}, "other"},
+		{"the SDK", []frame{{"github.com/aws/smithy-go/middleware.(*Stack).HandleMiddleware", exe}}, "aws-sdk-go-v2: middleware, serialization, SigV4, deserialization"},
+		{"the envelope", []frame{{"github.com/enclavekit/kmsproxy/internal/cms.Parse", exe}}, "CMS envelope: parsing, AES-256-CBC"},
+		{"the proxy", []frame{{"github.com/enclavekit/kmsproxy/internal/proxy.(*listenerHandler).serveAPI", exe}}, "kmsproxyd's own request handling, policy, upstream queue"},
+		{"a futex sleep", []frame{{"finish_task_switch.isra.0", "[kernel.kallsyms]"}, {"runtime.futex.abi0", exe}, {"runtime.stopm", exe}}, partWakeups},
+		{"an interrupt during RSA", []frame{{"irqentry_exit_to_user_mode", "[kernel.kallsyms]"}, {"ossl_rsaz_amm52x20_x2_256", exe}}, partInterrupts},
+		{"a kernel thread", []frame{{"do_idle", "[kernel.kallsyms]"}}, partInterrupts},
+		{"allocation", []frame{{"runtime.mallocgc", exe}}, "Go memory allocation"},
+		{"scheduler", []frame{{"runtime.findRunnable", exe}}, "Go scheduler, other runtime work"},
+		{"empty", nil, "other"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := classify(tt.stack); got != tt.want {
+				t.Errorf("classify = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestCPUInfo(t *testing.T) {
+	text := "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu avx512f avx512ifma sha_ni\n\nprocessor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n"
+	model, flags := cpuInfo(text)
+	if model != "Intel(R) Xeon(R) Processor" || flags != "fpu avx512f avx512ifma sha_ni" {
+		t.Errorf("cpuInfo = %q, %q", model, flags)
+	}
+	if model, flags := cpuInfo(""); model != "unknown CPU" || flags != "" {
+		t.Errorf("cpuInfo of nothing = %q, %q", model, flags)
+	}
+}
+
+func TestHasPath(t *testing.T) {
+	tests := []struct {
+		printed string
+		want    bool
+	}{
+		{"/usr/lib/gcc/x86_64-linux-gnu/12/../../../x86_64-linux-gnu/libcrypto.a\n", true},
+		{"libcrypto.a\n", false},
+		{"", false},
+	}
+	for _, tt := range tests {
+		if got := hasPath(tt.printed); got != tt.want {
+			t.Errorf("hasPath(%q) = %v, want %v", tt.printed, got, tt.want)
+		}
 	}
 }

@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,9 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
-	"github.com/aws/aws-sdk-go-v2/service/kms/types"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
 
 	"github.com/enclavekit/kmsproxy/internal/kmsapi"
 )
@@ -54,34 +50,17 @@ func proxyDecrypt(hc *http.Client, blob, want []byte) caller {
 	}
 }
 
-// directDecrypt returns a caller that sends the same Decrypt straight to
-// devkms the way kmsproxyd does: SigV4-signed as the enclave role, with a
-// Recipient carrying an attestation document, over kept-alive TLS. devkms
-// then does the same work as behind kmsproxyd; the answer holds a
-// CiphertextForRecipient.
-func directDecrypt(hc *http.Client, url string, blob []byte, rcpt *types.RecipientInfo) caller {
-	body, _ := json.Marshal(map[string]any{
-		"CiphertextBlob": blob,
-		"Recipient":      map[string]any{"AttestationDocument": rcpt.AttestationDocument, "KeyEncryptionAlgorithm": string(rcpt.KeyEncryptionAlgorithm)},
-	})
-	sum := sha256.Sum256(body)
-	payloadHash := hex.EncodeToString(sum[:])
-	signer := v4.NewSigner()
-	creds := aws.Credentials{AccessKeyID: roleKey, SecretAccessKey: roleSecret, SessionToken: roleToken}
-	sign := func(req *http.Request) error {
-		return signer.SignHTTP(req.Context(), creds, req, payloadHash, "kms", region, time.Now())
-	}
+// sdkDecrypt returns a caller that sends the benchmark's Decrypt with an
+// aws-sdk-go-v2 KMS client, as a parent app does through the client
+// package, and checks the plaintext.
+func sdkDecrypt(c *kms.Client, blob, want []byte) caller {
 	return func(ctx context.Context) error {
-		b, err := post(ctx, hc, url+"/", body, sign)
+		out, err := c.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: blob})
 		if err != nil {
-			return err
+			return fmt.Errorf("failed to decrypt through kmsproxyd: %w", err)
 		}
-		var out struct{ CiphertextForRecipient []byte }
-		if err := json.Unmarshal(b, &out); err != nil {
-			return fmt.Errorf("devkms answered malformed JSON: %w", err)
-		}
-		if len(out.CiphertextForRecipient) == 0 {
-			return errors.New("devkms answered without CiphertextForRecipient")
+		if !bytes.Equal(out.Plaintext, want) {
+			return errors.New("kmsproxyd answered a wrong plaintext")
 		}
 		return nil
 	}
@@ -163,25 +142,35 @@ func (r *result) errorText() string {
 }
 
 // cpuDuring sends n requests from clients concurrent callers made by
-// newCaller and returns the CPU time p used meanwhile and how many requests
-// completed. A failed request, or none completing, is an error with p's log.
-func (w *world) cpuDuring(ctx context.Context, p *proc, clients, n int, newCaller func(worker int) caller) (time.Duration, int, error) {
-	c0, err := cpuTime(p.pid())
+// newCaller and returns the CPU time p's threads ran meanwhile (threadsCPU),
+// the same from /proc/PID/stat's clock ticks (cpuTime, for a cross-check),
+// and how many requests completed. A failed request, or none completing,
+// is an error with p's log.
+func (w *world) cpuDuring(ctx context.Context, p *proc, clients, n int, newCaller func(worker int) caller) (cpu, ticks time.Duration, done int, err error) {
+	c0, err := threadsCPU(p.pid())
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
+	}
+	t0, err := cpuTime(p.pid())
+	if err != nil {
+		return 0, 0, 0, err
 	}
 	r := closedLoop(ctx, clients, n, 0, newCaller)
-	c1, err := cpuTime(p.pid())
+	c1, err := threadsCPU(p.pid())
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
+	}
+	t1, err := cpuTime(p.pid())
+	if err != nil {
+		return 0, 0, 0, err
 	}
 	if r.errors > 0 {
-		return 0, 0, w.failed(p, fmt.Errorf("%d of %d Decrypts failed%s", r.errors, r.n, firstError(r)))
+		return 0, 0, 0, w.failed(p, fmt.Errorf("%d of %d Decrypts failed%s", r.errors, r.n, firstError(r)))
 	}
 	if r.n == 0 {
-		return 0, 0, w.failed(p, fmt.Errorf("no Decrypt completed (%v)", ctx.Err()))
+		return 0, 0, 0, w.failed(p, fmt.Errorf("no Decrypt completed (%v)", ctx.Err()))
 	}
-	return c1 - c0, r.n, nil
+	return c1 - c0, t1 - t0, r.n, nil
 }
 
 // closedLoop runs workers that each send a request as soon as their last

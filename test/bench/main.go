@@ -1,24 +1,35 @@
 // Command bench is kmsproxy's load and benchmark harness (`make bench`,
-// `make soak`). It exists to publish how fast kmsproxyd is, and what it
-// saves over a kmstool-style one-shot client, with numbers anyone can
-// reproduce on their own machine in one run.
+// `make soak`). It exists to publish how fast kmsproxyd is, measured
+// against the one cost no attested request can avoid, with numbers anyone
+// can reproduce on their own machine in one run.
 //
-// It builds kmsproxyd (with the NSM simulator), devkms and a kmstool-style
-// one-shot client (test/bench/kmstool), starts devkms (TLS, SigV4, a key
-// whose policy requires the simulated image's PCRs) and kmsproxyd as
-// separate processes with their production defaults, drives them with
-// load, reads kmsproxyd's CPU time and memory from /proc, and prints one
-// table whose every number was measured in that run, ratios included, with
-// the targets of issues 4 and 6 and PASS or MISS for each:
+// Every attested request needs exactly one RSA-2048 OAEP-SHA256 private-key
+// operation: KMS encrypts the answer to the enclave's key. t_floor, the time
+// of that operation with the fastest backend the build links (OpenSSL's
+// libcrypto when it is there), is the unit of every CPU and latency row.
 //
-//	go run ./test/bench                 # the benchmark table (about 2 minutes)
+// It builds kmsproxyd twice with the NSM simulator, as `make build` builds
+// kmsproxyd-sim (OpenSSL's libcrypto through cgo and linked statically, the
+// enclave image's default; and pure Go), plus devkms, the floor daemon
+// (test/bench/floor), rsatime (test/bench/rsatime, which times t_floor) and
+// a kmstool-style one-shot client (test/bench/kmstool). It starts devkms
+// (TLS, SigV4, a key whose policy requires the simulated image's PCRs) and
+// the daemons as separate processes with their production defaults,
+// measures them in alternating rounds, reads their CPU time from the
+// kernel's per-thread accounting and their memory from /proc, and prints
+// one table whose every number was measured in that run, each target met or
+// missed and by how much:
+//
+//	go run ./test/bench                 # the benchmark table (about 4 minutes)
 //	go run ./test/bench -quick          # a shorter, noisier run of the same table
 //	go run ./test/bench soak            # 10 minutes at 200 requests/s
 //	go run ./test/bench soak -duration 1m
 //	go run ./test/bench ab -b /tmp/kmsproxyd-new   # two builds, side by side
 //
-// -perf FILE records kmsproxyd with Linux perf during the CPU measurement
-// (`perf report -i FILE`), without any profiling code in the daemon.
+// Without a C compiler and OpenSSL 3's static libcrypto the OpenSSL build
+// is skipped with a message, and t_floor is crypto/rsa's. With Linux perf
+// installed, one more round of the CPU row is recorded and the table says
+// where the default build's time went (-perf FILE keeps the recording).
 //
 // Everything runs on unix sockets in a temporary directory,
 // and every process is stopped at the end, also on failure or Ctrl-C.

@@ -115,40 +115,29 @@ func (w *world) say(format string, args ...any) {
 func (w *world) path(rel string) string { return filepath.Join(w.dir, rel) }
 func (w *world) exe(name string) string { return filepath.Join(w.bin, name) }
 
-// build compiles devkms, the kmstool stand-in, the floor and kmsproxyd with the NSM
-// simulator (-tags nsmsim), without the race detector or coverage. With
-// kmsproxyd set, that binary is used instead of building one (to compare
-// two builds).
-func (w *world) build(kmsproxyd string) error {
+// buildAll compiles devkms and the kmstool stand-in once, and kmsproxyd
+// (with the NSM simulator), the floor daemon and rsatime for each build,
+// into bin/<build>/, without the race detector or coverage.
+func (w *world) buildAll(builds []build) error {
 	root, err := harness.RepoRoot()
 	if err != nil {
 		return err
 	}
-	builds := [][]string{{"build", "-o", w.bin + string(filepath.Separator), "./cmd/devkms", "./test/bench/kmstool", "./test/bench/floor"}}
-	if kmsproxyd == "" {
-		builds = append(builds, []string{"build", "-tags", "nsmsim", "-o", w.exe("kmsproxyd"), "./cmd/kmsproxyd"})
-	} else {
-		b, err := os.ReadFile(kmsproxyd)
-		if err != nil {
-			return err
-		}
-		if err := os.MkdirAll(w.bin, 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(w.exe("kmsproxyd"), b, 0o755); err != nil {
-			return err
-		}
+	if err := compile(w.ctx, root, nil, "-o", w.bin+string(filepath.Separator), "./cmd/devkms", "./test/bench/kmstool"); err != nil {
+		return err
 	}
-	for _, args := range builds {
-		cmd := exec.CommandContext(w.ctx, goTool(), args...)
-		cmd.Dir = root
-		cmd.Stdout, cmd.Stderr = w.progress, w.progress
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("go %s: %w", strings.Join(args, " "), err)
+	for _, b := range builds {
+		args := append([]string{"-tags", b.tags}, b.flags...)
+		args = append(args, "-o", b.dir(w.bin)+string(filepath.Separator), "./cmd/kmsproxyd", "./test/bench/floor", "./test/bench/rsatime")
+		if err := compile(w.ctx, root, b.env, args...); err != nil {
+			return err
 		}
 	}
 	return nil
 }
+
+// binary is the path of a program of a build.
+func (w *world) binary(b build, name string) string { return filepath.Join(b.dir(w.bin), name) }
 
 // setup writes the simulator CA, the image's measurements, the key policy
 // and devkms's configuration, starts devkms, and encrypts the benchmark's
@@ -253,8 +242,8 @@ func keyPolicy(pcrs map[int][]byte) map[string]any {
 // kmsproxydArgs are the flags of every kmsproxyd the benchmark starts: the
 // defaults of a production daemon (JSON logs at info, documents reused for
 // 5 minutes, key rotation every hour, 256 in flight, 4 upstream
-// connections) with the simulated NSM, devkms as KMS, and a unix socket
-// standing in for the parent's vsock listener.
+// connections, the built-in policy) with the simulated NSM, devkms as KMS,
+// and a unix socket standing in for the parent's vsock listener.
 func (w *world) kmsproxydArgs(sock string) []string {
 	return []string{
 		"--nsm", "sim", "--sim-ca", w.path("simca"), "--sim-pcrs", w.path("measurements.json"),
@@ -279,20 +268,16 @@ type daemon struct {
 	control *http.Client
 }
 
-// startKmsproxyd starts a kmsproxyd and waits for its first 200 on /readyz,
-// polling every millisecond.
-func (w *world) startKmsproxyd(name string) (*daemon, error) {
-	return w.startKmsproxydExe(name, w.exe("kmsproxyd"), nil)
-}
-
-// startKmsproxydExe is startKmsproxyd for another binary, with more
-// environment variables (e.g. GOGC) in extraEnv.
-func (w *world) startKmsproxydExe(name, exe string, extraEnv []string) (*daemon, error) {
+// startKmsproxyd starts the kmsproxyd (or floor) binary exe, with more
+// environment variables (e.g. GOGC) in extraEnv and more flags in
+// extraArgs, and waits for its first 200 on /readyz, polling every
+// millisecond.
+func (w *world) startKmsproxyd(name, exe string, extraEnv []string, extraArgs ...string) (*daemon, error) {
 	sock := w.path(name + ".sock")
 	env := append([]string{"AWS_ACCESS_KEY_ID=" + roleKey, "AWS_SECRET_ACCESS_KEY=" + roleSecret, "AWS_SESSION_TOKEN=" + roleToken}, extraEnv...)
 	d := &daemon{sock: sock, control: unixClient(sock, 1)}
 	d.control.Timeout = 2 * time.Second
-	p, err := w.start(name, env, exe, w.kmsproxydArgs(sock)...)
+	p, err := w.start(name, env, exe, append(w.kmsproxydArgs(sock), extraArgs...)...)
 	if err != nil {
 		return nil, err
 	}
