@@ -171,7 +171,7 @@ func msList(ds []time.Duration) string {
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 // Formats of goals' values.
-func xFloor(v float64) string { return fmt.Sprintf("%.2f × t_floor", v) }
+func xFloor(v float64) string  { return fmt.Sprintf("%.2f × t_floor", v) }
 func ofFloor(v float64) string { return fmt.Sprintf("%.2f of 1/t_floor", v) }
 func mibF(v float64) string    { return fmt.Sprintf("%.1f MiB", v) }
 func msF(v float64) string     { return fmt.Sprintf("%.0f ms", v) }
