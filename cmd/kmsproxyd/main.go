@@ -61,12 +61,13 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 2
 	}
 	log := newLogger(cfg, stderr)
+	gc := applyMemoryDefaults(getenv)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	// The first signal starts the drain; stop then gives the signals
 	// their default action back, so a second one ends the process at once.
 	context.AfterFunc(ctx, stop)
-	if err := serve(ctx, cfg, log, start); err != nil {
+	if err := serve(ctx, cfg, log, start, gc); err != nil {
 		var se startupError
 		if errors.As(err, &se) {
 			// Not started: say why plainly, as for a flag error.
@@ -98,8 +99,9 @@ func (e startupError) Error() string { return e.err.Error() }
 func (e startupError) Unwrap() error { return e.err }
 
 // serve wires every part, serves until ctx ends, then drains. Errors before
-// serving are startupErrors.
-func serve(ctx context.Context, cfg *Config, log *slog.Logger, start time.Time) (err error) {
+// serving are startupErrors. gc describes the garbage collector's settings
+// for the ready log line.
+func serve(ctx context.Context, cfg *Config, log *slog.Logger, start time.Time, gc string) (err error) {
 	serving := false
 	defer func() {
 		if err != nil && !serving {
@@ -253,7 +255,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, start time.Time) 
 	log.Info("kmsproxyd ready", "version", version(), "go", kmsversion.Go(),
 		"rsa_backend", rsaBackend(), "region", region,
 		"credentials", cfg.Credentials, "attestation", cfg.attestationSource(),
-		"key_fingerprint", mgr.Status().KeyFingerprint,
+		"key_fingerprint", mgr.Status().KeyFingerprint, "gc", gc,
 		"startup_ms", float64(time.Since(start).Microseconds())/1000)
 
 	g.Go(func() error {
