@@ -449,6 +449,7 @@ func bench(ctx context.Context, w *world, c benchConfig) (*table, error) {
 		n                  int
 		elapsed            time.Duration
 		self, devkms, load time.Duration
+		idle0, total0      time.Duration // CPU 0's idle and all time (/proc/stat)
 	}
 	pinned := make([]pinnedResult, len(subjects))
 	others := "1"
@@ -484,8 +485,16 @@ func bench(ctx context.Context, w *world, c benchConfig) (*table, error) {
 			if err != nil {
 				return nil, err
 			}
+			idleBefore, totalBefore, err := cpuStat(0)
+			if err != nil {
+				return nil, err
+			}
 			r := closedLoop(ctx, pinnedConcurrency, 0, c.pinned/pinnedRounds, s.call)
 			after, err := cpuTimes(pids)
+			if err != nil {
+				return nil, err
+			}
+			idleAfter, totalAfter, err := cpuStat(0)
 			if err != nil {
 				return nil, err
 			}
@@ -501,6 +510,8 @@ func bench(ctx context.Context, w *world, c benchConfig) (*table, error) {
 			p.self += after[0] - before[0]
 			p.devkms += after[1] - before[1]
 			p.load += after[2] - before[2]
+			p.idle0 += idleAfter - idleBefore
+			p.total0 += totalAfter - totalBefore
 		}
 		for _, pid := range all {
 			if err := pin(pid, allCPUs()); err != nil {
@@ -650,10 +661,16 @@ func bench(ctx context.Context, w *world, c benchConfig) (*table, error) {
 		per := func(d time.Duration) string { return ms(d / time.Duration(max(p.n, 1))) }
 		busy0 := float64(p.self) / float64(p.elapsed)
 		busy1 := float64(p.devkms+p.load) / float64(p.elapsed)
-		detail := fmt.Sprintf("1/t_floor = %.0f/s; %d requests in flight, %d turns of %s; CPU 0 %.0f %% busy with kmsproxyd at %s per Decrypt (%.2f × t_floor); CPU %s: devkms %s and the load %s per Decrypt (%.0f %% of one CPU)",
-			1/tFloor.Seconds(), pinnedConcurrency, pinnedRounds, c.pinned/pinnedRounds, 100*busy0, per(p.self), float64(p.self)/float64(p.n)/float64(tFloor), others, per(p.devkms), per(p.load), 100*busy1)
-		if busy0 < 0.9 && busy1 > 0.9 {
+		idle0 := float64(p.idle0) / float64(max(p.total0, 1))
+		detail := fmt.Sprintf("1/t_floor = %.0f/s; %d requests in flight, %d turns of %s; CPU 0: %.0f %% kmsproxyd at %s per Decrypt (%.2f × t_floor), %.0f %% idle, %.0f %% other processes of this machine; CPU %s: devkms %s and the load %s per Decrypt (%.0f %% of one CPU); per second of kmsproxyd's CPU: %.0f Decrypts = %.2f of 1/t_floor",
+			1/tFloor.Seconds(), pinnedConcurrency, pinnedRounds, c.pinned/pinnedRounds, 100*busy0, per(p.self), float64(p.self)/float64(p.n)/float64(tFloor),
+			100*idle0, 100*max(0, 1-idle0-busy0), others, per(p.devkms), per(p.load), 100*busy1,
+			float64(p.n)/p.self.Seconds(), float64(p.n)/p.self.Seconds()*tFloor.Seconds())
+		switch {
+		case busy0 < 0.9 && busy1 > 0.9:
 			detail += "; kmsproxyd was not the bottleneck: devkms and the load generator filled CPU " + others
+		case busy0 < 0.9 && 1-idle0-busy0 > 0.1:
+			detail += "; other processes of this machine took part of CPU 0"
 		}
 		val := fmt.Sprintf("%.0f Decrypts/s = %.2f of 1/t_floor", rate, frac)
 		if i == 0 {

@@ -370,3 +370,24 @@ func TestHasPath(t *testing.T) {
 		}
 	}
 }
+
+func TestParseCPUStat(t *testing.T) {
+	const text = "cpu  535686 0 114172 243826 1694 0 1090 96 0 0\ncpu0 267043 0 56161 124474 417 0 189 49 7 3\ncpu1 268642 0 58011 119352 1277 0 900 46 0 0\n"
+	idle, total, err := parseCPUStat(text, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tick := time.Second / time.Duration(clockTicks())
+	if want := (124474 + 417) * tick; idle != want {
+		t.Errorf("idle = %s, want %s", idle, want)
+	}
+	if want := (267043 + 56161 + 124474 + 417 + 189 + 49) * tick; total != want {
+		t.Errorf("total = %s, want %s", total, want)
+	}
+	if _, _, err := parseCPUStat(text, 2); err == nil {
+		t.Error("a CPU that is not there parsed")
+	}
+	if _, _, err := parseCPUStat("cpu0 1 2 x 4 5 6\n", 0); err == nil {
+		t.Error("a malformed line parsed")
+	}
+}

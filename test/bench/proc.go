@@ -161,6 +161,43 @@ func rssSplit(pid int) (anon, file int64, err error) {
 	return anon, file, nil
 }
 
+// cpuStat returns how long CPU n has been idle (idle and iowait) and in
+// all, from its line in /proc/stat (proc(5): "cpuN user nice system idle
+// iowait irq softirq steal ...", in clock ticks).
+func cpuStat(n int) (idle, total time.Duration, err error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	return parseCPUStat(string(b), n)
+}
+
+func parseCPUStat(text string, n int) (idle, total time.Duration, err error) {
+	name := fmt.Sprintf("cpu%d", n)
+	for line := range strings.SplitSeq(text, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 6 || f[0] != name {
+			continue
+		}
+		var sum int64
+		for i, v := range f[1:] {
+			x, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return 0, 0, fmt.Errorf("unexpected %s line in /proc/stat", name)
+			}
+			if i < 8 { // guest time is already counted in user time
+				sum += x
+			}
+			if i == 3 || i == 4 {
+				idle += time.Duration(x)
+			}
+		}
+		tick := time.Second / time.Duration(clockTicks())
+		return idle * tick, time.Duration(sum) * tick, nil
+	}
+	return 0, 0, fmt.Errorf("no %s line in /proc/stat", name)
+}
+
 // pin sets the CPU affinity of every thread of a process (taskset -a) to
 // the CPU list, e.g. "0" or "1-3". Threads created later inherit it.
 func pin(pid int, cpus string) error {
