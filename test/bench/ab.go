@@ -29,8 +29,9 @@ concurrency 1; each round starts with one t_floor. Prints the medians of
 each, of CPU per Decrypt over t_floor, and of the per-round ratios B/A,
 and each daemon's peak RSS.
 
-A is this tree's default build (OpenSSL when this machine can link it,
-else pure Go; -go-only for pure Go) unless -a names a binary.
+A and B are this tree's default build (OpenSSL when this machine can
+link it, else pure Go; -go-only for pure Go) unless -a or -b names a
+binary.
 
 Examples:
   go run ./test/bench ab -b /tmp/kmsproxyd-new            # this tree against a build
@@ -42,9 +43,9 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	a := fs.String("a", "", "kmsproxyd binary A (built with -tags nsmsim); empty: build this tree")
+	a := fs.String("a", "", "kmsproxyd binary A (built with -tags nsmsim); empty: this tree's default build")
 	goOnly := fs.Bool("go-only", false, "build this tree without OpenSSL")
-	b := fs.String("b", "", "kmsproxyd binary B; empty: the same binary as A")
+	b := fs.String("b", "", "kmsproxyd binary B; empty: this tree's default build")
 	aEnv := fs.String("a-env", "", "extra environment for A, comma-separated KEY=VALUE")
 	bEnv := fs.String("b-env", "", "extra environment for B, comma-separated KEY=VALUE")
 	rounds := fs.Int("rounds", 8, "rounds per daemon")
@@ -92,7 +93,7 @@ func ab(ctx context.Context, w *world, goOnly bool, aBin, bBin string, aEnv, bEn
 		aBin = w.binary(def, "kmsproxyd")
 	}
 	if bBin == "" {
-		bBin = aBin
+		bBin = w.binary(def, "kmsproxyd")
 	}
 	if err := w.setup(); err != nil {
 		return err
