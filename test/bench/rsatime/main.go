@@ -42,7 +42,7 @@ import (
 // Enclaves; a larger number is a typing error.
 const maxCount = 100_000
 
-// Result is one backend's measurement; Answer is one line of output.
+// Result is one backend's measurement.
 type Result struct {
 	Name     string `json:"name"`
 	Version  string `json:"version"`
@@ -50,6 +50,7 @@ type Result struct {
 	N        int    `json:"n"`
 }
 
+// Answer is one line of output: every linked backend, the default first.
 type Answer struct {
 	Backends []Result `json:"backends"`
 }
@@ -87,9 +88,9 @@ func run(in io.Reader, out io.Writer) error {
 		if line == "" {
 			continue
 		}
-		n, err := strconv.Atoi(line)
-		if err != nil || n < 1 || n > maxCount {
-			return fmt.Errorf("want a count from 1 to %d per line, got %q", maxCount, line)
+		n, err := parseCount(line)
+		if err != nil {
+			return err
 		}
 		times := make([][]int64, len(keys))
 		for r := range n {
@@ -117,6 +118,15 @@ func run(in io.Reader, out io.Writer) error {
 		}
 	}
 	return sc.Err()
+}
+
+// parseCount reads one line of input: a count from 1 to maxCount.
+func parseCount(line string) (int, error) {
+	n, err := strconv.Atoi(line)
+	if err != nil || n < 1 || n > maxCount {
+		return 0, fmt.Errorf("want a count from 1 to %d per line, got %q", maxCount, line)
+	}
+	return n, nil
 }
 
 // threadCPU is the CPU time the calling OS thread has used, in ns.
