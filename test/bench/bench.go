@@ -732,13 +732,27 @@ func bench(ctx context.Context, w *world, c benchConfig) (*table, error) {
 				rsa += p.share
 			}
 		}
-		lines = append(lines, fmt.Sprintf("RSA decryption under load: %.2f × t_floor (t_floor is measured alone); everything else: %.2f × t_floor, of which the %.1f × target leaves %.2f",
+		lines = append(lines, fmt.Sprintf("RSA decryption under load: %.2f × t_floor (t_floor is measured alone); the rest: %.2f × t_floor; the %.1f × t_floor target leaves %.2f × t_floor for the rest",
 			rsa/100*per, (1-rsa/100)*per, targetCPU, targetCPU-rsa/100*per))
 		t.section(fmt.Sprintf("where the %s's CPU per attested Decrypt went (perf record -g, %d more Decrypts from %d clients, after the CPU rounds):", subjects[0].label, profileRequests, cpuConcurrency), lines...)
 	case profileErr != nil:
 		t.note("no profile of the CPU row: %v", profileErr)
 	case c.profile:
 		t.note("no profile of the CPU row: Linux perf is not installed (Debian: apt-get install linux-perf)")
+	}
+
+	// When the CPU row misses, say whether the target or the parts are
+	// the cause: the floor daemon has only the parts any such daemon
+	// needs, and the pinned row shows kmsproxyd's cost on one CPU.
+	if med, _, _ := cpuRatio(subjects[0]); med > targetCPU {
+		if fmed, _, _ := cpuRatio(floorSubject); fmed > targetCPU {
+			t.note("the CPU row's target is below what the parts alone cost here: the floor daemon (net/http, aws-sdk-go-v2, TLS, the envelope; nothing of kmsproxyd's own) needs %.2f × t_floor per Decrypt in the same rounds, kmsproxyd %.2f × the floor daemon", fmed, float64(median(subjects[0].cpu))/float64(median(floorSubject.cpu)))
+		}
+		if p := pinned[0]; p.n > 0 {
+			one := float64(p.self) / float64(p.n) / float64(tFloor)
+			t.note("on one CPU (the throughput row, saturated) the %s needs %.2f × t_floor per Decrypt, against %.2f × with %d clients over %d CPUs: %.2f × t_floor of the CPU row is the cost of spreading the work over CPUs (threads waking each other, the Go scheduler and sysmon)",
+				subjects[0].label, one, med, cpuConcurrency, runtime.NumCPU(), med-one)
+		}
 	}
 
 	all := floors.floors()
