@@ -748,7 +748,7 @@ func bench(ctx context.Context, w *world, c benchConfig) (*table, error) {
 		if fmed, _, _ := cpuRatio(floorSubject); fmed > targetCPU {
 			t.note("the CPU row's target is below what the parts alone cost here: the floor daemon (net/http, aws-sdk-go-v2, TLS, the envelope; nothing of kmsproxyd's own) needs %.2f × t_floor per Decrypt in the same rounds, kmsproxyd %.2f × the floor daemon", fmed, float64(median(subjects[0].cpu))/float64(median(floorSubject.cpu)))
 		}
-		if p := pinned[0]; p.n > 0 {
+		if p := pinned[0]; p.n > 0 && float64(p.self)/float64(p.elapsed) >= 0.9 {
 			one := float64(p.self) / float64(p.n) / float64(tFloor)
 			t.note("on one CPU (the throughput row, saturated) the %s needs %.2f × t_floor per Decrypt, against %.2f × with %d clients over %d CPUs: %.2f × t_floor of the CPU row is the cost of spreading the work over CPUs (threads waking each other, the Go scheduler and sysmon)",
 				subjects[0].label, one, med, cpuConcurrency, runtime.NumCPU(), med-one)
