@@ -190,9 +190,10 @@ type subject struct {
 	label string // in the table
 	b     build
 	d     *daemon
-	// call makes a caller on a client shared by up to pinnedConcurrency
-	// workers.
+	// call makes a caller on hc, a client shared by up to
+	// pinnedConcurrency workers.
 	call func(int) caller
+	hc   *http.Client
 
 	readies []time.Duration
 	idleRSS int64
@@ -203,8 +204,9 @@ type subject struct {
 	ticks time.Duration   // the same from /proc/PID/stat, for the cross-check
 	n     int
 
-	sdk *kms.Client // for the latency rows
-	lat result
+	sdk     *kms.Client // for the latency rows
+	sdkHTTP *http.Client
+	lat     result
 }
 
 func (s *subject) pid() int { return s.d.pid() }
@@ -288,12 +290,14 @@ func bench(ctx context.Context, w *world, c benchConfig) (*table, error) {
 		if err := s.d.waitSettled(ctx); err != nil {
 			return nil, err
 		}
-		one := proxyDecrypt(unixClient(s.d.sock, 1), w.blob, w.plaintext)
+		hc := unixClient(s.d.sock, 1)
+		one := proxyDecrypt(hc, w.blob, w.plaintext)
 		for range 10 {
 			if err := one(ctx); err != nil {
 				return nil, w.failed(s.d.proc, fmt.Errorf("failed to decrypt through kmsproxyd: %w", err))
 			}
 		}
+		hc.CloseIdleConnections()
 	}
 	time.Sleep(time.Second)
 	for _, s := range subjects {
@@ -319,6 +323,7 @@ func bench(ctx context.Context, w *world, c benchConfig) (*table, error) {
 	cpuSubjects := append(slices.Clone(subjects), floorSubject)
 	for _, s := range cpuSubjects {
 		hc := unixClient(s.d.sock, pinnedConcurrency)
+		s.hc = hc
 		s.call = func(int) caller { return proxyDecrypt(hc, w.blob, w.plaintext) }
 		if r := closedLoop(ctx, cpuConcurrency, warmups, 0, s.call); r.errors > 0 {
 			return nil, w.failed(s.d.proc, fmt.Errorf("warm-up: %s", r.errorText()))
@@ -403,7 +408,13 @@ func bench(ctx context.Context, w *world, c benchConfig) (*table, error) {
 	}
 	latCalls := []caller{directCall}
 	for _, s := range subjects {
-		if s.sdk, err = client.New(ctx, "unix://"+s.d.sock, func(o *kms.Options) { o.Retryer = aws.NopRetryer{} }); err != nil {
+		if s.sdkHTTP, err = client.HTTPClient("unix://" + s.d.sock); err != nil {
+			return nil, err
+		}
+		if s.sdk, err = client.New(ctx, "unix://"+s.d.sock, func(o *kms.Options) {
+			o.Retryer = aws.NopRetryer{}
+			o.HTTPClient = s.sdkHTTP
+		}); err != nil {
 			return nil, err
 		}
 		latCalls = append(latCalls, sdkDecrypt(s.sdk, w.blob, w.plaintext))
@@ -530,6 +541,11 @@ func bench(ctx context.Context, w *world, c benchConfig) (*table, error) {
 	loads := make([]loadResult, len(subjects))
 	for i, s := range subjects {
 		w.say("%d concurrent clients for %s: %s", c.clients, c.duration, s.label)
+		// The parent listener's every place for the load: the earlier
+		// rows' kept-alive connections would hold some.
+		s.hc.CloseIdleConnections()
+		s.sdkHTTP.CloseIdleConnections()
+		time.Sleep(100 * time.Millisecond) // for kmsproxyd to see them close
 		clients := make([]*http.Client, c.clients)
 		for k := range clients {
 			clients[k] = unixClient(s.d.sock, 1)

@@ -243,7 +243,8 @@ func keyPolicy(pcrs map[int][]byte) map[string]any {
 // defaults of a production daemon (JSON logs at info, documents reused for
 // 5 minutes, key rotation every hour, 256 in flight, 4 upstream
 // connections, the built-in policy) with the simulated NSM, devkms as KMS,
-// and a unix socket standing in for the parent's vsock listener.
+// and unix sockets standing in for the parent's vsock listener and the
+// local listener.
 func (w *world) kmsproxydArgs(sock string) []string {
 	return []string{
 		"--nsm", "sim", "--sim-ca", w.path("simca"), "--sim-pcrs", w.path("measurements.json"),
@@ -253,9 +254,15 @@ func (w *world) kmsproxydArgs(sock string) []string {
 		"--kms-ca", w.path("tls/ca.pem"),
 		"--credentials", "env",
 		"--listen-parent", "unix://" + sock,
-		"--listen-local", "",
+		"--listen-local", "unix://" + localSock(sock),
 	}
 }
+
+// localSock is the local listener's socket of the kmsproxyd whose parent
+// listener is sock. The benchmark reads /readyz and /metrics there once
+// kmsproxyd is ready, so that the parent listener's connections
+// (max_connections, 256 by default) are all the load's.
+func localSock(sock string) string { return strings.TrimSuffix(sock, ".sock") + "-local.sock" }
 
 // daemon is a running kmsproxyd.
 type daemon struct {
@@ -290,6 +297,11 @@ func (w *world) startKmsproxyd(name, exe string, extraEnv []string, extraArgs ..
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				d.ready = time.Since(p.started)
+				d.control.CloseIdleConnections()
+				if _, err := os.Stat(localSock(sock)); err == nil {
+					d.control = unixClient(localSock(sock), 1) // the floor daemon has none
+					d.control.Timeout = 2 * time.Second
+				}
 				return d, nil
 			}
 		}
