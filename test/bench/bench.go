@@ -55,7 +55,7 @@ const (
 	pairWarmup = 50
 	// profileRequests is how many Decrypts the profile of the CPU row
 	// records.
-	profileRequests = 1000
+	profileRequests = 3000
 	// noisyFloor is how much t_floor may vary over a run before the table
 	// says that the machine was busy.
 	noisyFloor = 0.10
