@@ -98,7 +98,7 @@ func ab(ctx context.Context, w *world, goOnly bool, aBin, bBin string, aEnv, bEn
 	if err := w.setup(); err != nil {
 		return err
 	}
-	timer, err := w.startRSATimer(w.binary(def, "rsatime"))
+	timer, err := w.startRSATimer("rsatime", w.binary(def, "rsatime"))
 	if err != nil {
 		return err
 	}

@@ -220,18 +220,28 @@ func allCPUs() string {
 // AVX-512 IFMA (OpenSSL's RSA uses it on x86-64, and most of its lead over
 // crypto/rsa comes from it), Go version, OS.
 func machine() string {
-	model, flags := "unknown CPU", ""
+	model := "unknown CPU"
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		model, flags = cpuInfo(string(b))
+		model, _ = cpuInfo(string(b))
 	}
 	ifma := ""
 	if runtime.GOARCH == "amd64" {
 		ifma = ", without AVX-512 IFMA"
-		if slices.Contains(strings.Fields(flags), "avx512ifma") {
+		if hasIFMA() {
 			ifma = ", with AVX-512 IFMA"
 		}
 	}
 	return fmt.Sprintf("%s%s, %d cores, %s %s/%s", model, ifma, runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+// hasIFMA reports whether this x86-64 CPU has AVX-512 IFMA.
+func hasIFMA() bool {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil || runtime.GOARCH != "amd64" {
+		return false
+	}
+	_, flags := cpuInfo(string(b))
+	return slices.Contains(strings.Fields(flags), "avx512ifma")
 }
 
 // cpuInfo returns the first processor's model name and flags from

@@ -28,6 +28,8 @@ type rsaTimes struct {
 	goTime time.Duration
 	// versions describes each backend, e.g. "openssl": "OpenSSL 3.0.17 ...".
 	versions map[string]string
+	// byName is each backend's time.
+	byName map[string]time.Duration
 }
 
 // rsaTimer is a running rsatime (test/bench/rsatime).
@@ -37,16 +39,17 @@ type rsaTimer struct {
 	out *bufio.Reader
 }
 
-// startRSATimer starts rsatime; exe should be the build of the kmsproxyd
-// under test, so that it has the same backends.
-func (w *world) startRSATimer(exe string) (*rsaTimer, error) {
-	logPath := w.path("rsatime.log")
+// startRSATimer starts rsatime, with more environment variables in env;
+// exe should be the build of the kmsproxyd under test, so that it has the
+// same backends.
+func (w *world) startRSATimer(name, exe string, env ...string) (*rsaTimer, error) {
+	logPath := w.path(name + ".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = harness.CleanEnv()
+	cmd.Env = harness.CleanEnv(env...)
 	cmd.Stderr = logf
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -58,7 +61,7 @@ func (w *world) startRSATimer(exe string) (*rsaTimer, error) {
 		logf.Close()
 		return nil, err
 	}
-	p := &proc{name: "rsatime", cmd: cmd, logPath: logPath, done: make(chan struct{}), started: time.Now()}
+	p := &proc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{}), started: time.Now()}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("failed to start rsatime: %w", err)
@@ -99,6 +102,11 @@ func readLine(r *bufio.Reader, max int) ([]byte, error) {
 	}
 }
 
+// noIFMA masks AVX-512 IFMA from OpenSSL's CPU detection: the second
+// OPENSSL_ia32cap word is CPUID leaf 7's EBX (low 32 bits) and ECX, and
+// AVX512IFMA is EBX bit 21 (OpenSSL's doc/man3/OPENSSL_ia32cap.pod).
+const noIFMA = "OPENSSL_ia32cap=:~0x200000"
+
 // rsaTimeAnswer is rsatime's answer (test/bench/rsatime.Answer).
 type rsaTimeAnswer struct {
 	Backends []struct {
@@ -116,13 +124,14 @@ func parseRSATimes(line []byte) (rsaTimes, error) {
 	if err := json.Unmarshal(line, &a); err != nil {
 		return rsaTimes{}, fmt.Errorf("rsatime answered %q: %w", line, err)
 	}
-	t := rsaTimes{versions: map[string]string{}}
+	t := rsaTimes{versions: map[string]string{}, byName: map[string]time.Duration{}}
 	for _, b := range a.Backends {
 		if b.MedianNs <= 0 {
 			return rsaTimes{}, fmt.Errorf("rsatime answered a time of %d ns for %s", b.MedianNs, b.Name)
 		}
 		d := time.Duration(b.MedianNs)
 		t.versions[b.Name] = b.Version
+		t.byName[b.Name] = d
 		if b.Name == string(cms.BackendGo) {
 			t.goTime = d
 		}
