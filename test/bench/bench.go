@@ -98,8 +98,8 @@ missed and by how much (docs/performance.md explains every row). Progress
 goes to stderr, the table to stdout.
 
 Examples:
-  go run ./test/bench                     # the full run, about 4 minutes
-  go run ./test/bench -quick              # about 90 seconds, fewer samples
+  go run ./test/bench                     # the full run, about 2 minutes
+  go run ./test/bench -quick              # about a minute, fewer samples
   go run ./test/bench -perf /tmp/k.perf   # keep the CPU row's perf recording
   go run ./test/bench -env GOGC=100,GOMEMLIMIT=off   # the daemons under another environment
 

@@ -20,7 +20,7 @@
 // one table whose every number was measured in that run, each target met or
 // missed and by how much:
 //
-//	go run ./test/bench                 # the benchmark table (about 4 minutes)
+//	go run ./test/bench                 # the benchmark table (about 2 minutes)
 //	go run ./test/bench -quick          # a shorter, noisier run of the same table
 //	go run ./test/bench soak            # 10 minutes at 200 requests/s
 //	go run ./test/bench soak -duration 1m
