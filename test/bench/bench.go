@@ -202,6 +202,7 @@ type subject struct {
 	cpu   []time.Duration // CPU per Decrypt in each round
 	total time.Duration   // CPU over every round (per-thread accounting)
 	ticks time.Duration   // the same from /proc/PID/stat, for the cross-check
+	kms   time.Duration   // devkms's CPU meanwhile
 	n     int
 
 	sdk     *kms.Client // for the latency rows
@@ -346,10 +347,19 @@ func bench(ctx context.Context, w *world, c benchConfig) (*table, error) {
 		n := c.requests / c.rounds
 		for j := range cpuSubjects {
 			s := cpuSubjects[(round+j)%len(cpuSubjects)]
+			kms0, err := threadsCPU(w.devkms.pid())
+			if err != nil {
+				return nil, err
+			}
 			cpu, ticks, done, err := w.cpuDuring(ctx, s.d.proc, cpuConcurrency, n, s.call)
 			if err != nil {
 				return nil, fmt.Errorf("CPU rows, %s: %w", s.label, err)
 			}
+			kms1, err := threadsCPU(w.devkms.pid())
+			if err != nil {
+				return nil, err
+			}
+			s.kms += kms1 - kms0
 			s.total += cpu
 			s.ticks += ticks
 			s.n += done
@@ -630,8 +640,8 @@ func bench(ctx context.Context, w *world, c benchConfig) (*table, error) {
 	}
 	cpuDetail := func(s *subject) string {
 		_, lo, hi := cpuRatio(s)
-		d := fmt.Sprintf("median of %d rounds of %d Decrypts from %d clients (%.2f to %.2f × that round's t_floor); %s per Decrypt = %.2f × t_go; all rounds: %s of CPU over %d Decrypts, summed over the threads' schedstat (/proc/PID/stat: %s)",
-			len(s.cpu), c.requests/c.rounds, cpuConcurrency, lo, hi, ms(median(s.cpu)), float64(median(s.cpu))/float64(tGo), ms(s.total), s.n, ms(s.ticks))
+		d := fmt.Sprintf("median of %d rounds of %d Decrypts from %d clients (%.2f to %.2f × that round's t_floor); %s per Decrypt = %.2f × t_go; all rounds: %s of CPU over %d Decrypts, summed over the threads' schedstat (/proc/PID/stat: %s); devkms meanwhile %s per Decrypt",
+			len(s.cpu), c.requests/c.rounds, cpuConcurrency, lo, hi, ms(median(s.cpu)), float64(median(s.cpu))/float64(tGo), ms(s.total), s.n, ms(s.ticks), ms(s.kms/time.Duration(max(s.n, 1))))
 		return d
 	}
 	for i, s := range subjects {
