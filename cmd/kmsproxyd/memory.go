@@ -14,9 +14,9 @@ import (
 //     times what is live between collections instead of twice: the
 //     collector runs half as often, and kmsproxyd spends 7 to 8 % less CPU
 //     per attested Decrypt (ab: 0.934 over 10 rounds; Go's defaults
-//     against these, 1.088 over 12). Its steady heap is small (about 4 MiB live at
-//     rest, 10 to 15 MiB under hundreds of concurrent requests), so the
-//     extra headroom costs a few MiB.
+//     against these, 1.088 over 12). Its steady heap is small (about
+//     4 MiB live at rest, 10 to 15 MiB under hundreds of concurrent
+//     requests), so the extra headroom costs a few MiB.
 //   - GOMEMLIMIT=defaultMemoryLimit caps what that headroom may cost: the
 //     collector runs more often as the Go runtime's memory (heap, stacks,
 //     its own structures; not the executable's pages nor libcrypto's
