@@ -608,12 +608,12 @@ func bench(ctx context.Context, w *world, c benchConfig) (*table, error) {
 		return first.versions["go"]
 	}
 	if first.floorBackend == "go" {
-		why := "no OpenSSL in this build"
+		why := ""
 		if noOpenSSL != "" {
-			why += ": " + noOpenSSL
+			why = " (" + noOpenSSL + ")"
 		}
-		t.report("t_floor: one RSA-2048 OAEP-SHA256 decrypt, fastest backend = crypto/rsa ("+why+")", ms(tFloor),
-			fmt.Sprintf("%s; median of %d measurements over the run (%s to %s), each the median of %d decryptions timed with the thread's CPU clock", backendOf(def), len(floors), ms(slices.Min(floors.floors())), ms(slices.Max(floors.floors())), c.rsaN))
+		t.report("t_floor: one RSA-2048 OAEP-SHA256 decrypt, fastest backend = crypto/rsa, no OpenSSL in this build", ms(tFloor),
+			fmt.Sprintf("%s; median of %d measurements over the run (%s to %s), each the median of %d decryptions timed with the thread's CPU clock; no OpenSSL%s", backendOf(def), len(floors), ms(slices.Min(floors.floors())), ms(slices.Max(floors.floors())), c.rsaN, why))
 	} else {
 		t.report("t_floor: one RSA-2048 OAEP-SHA256 decrypt, fastest backend = "+first.floorBackend, ms(tFloor),
 			fmt.Sprintf("%s; median of %d measurements over the run (%s to %s), each the median of %d decryptions timed with the thread's CPU clock, alternating with crypto/rsa's", first.versions[first.floorBackend], len(floors), ms(slices.Min(floors.floors())), ms(slices.Max(floors.floors())), c.rsaN))

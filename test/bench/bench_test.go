@@ -325,6 +325,7 @@ func TestClassify(t *testing.T) {
 		{"a C function in the executable", []frame{{"bn_mulx4x_mont", exe}}, "RSA decryption: OpenSSL's libcrypto (and the C library), through cgo"},
 		{"the vDSO is not OpenSSL", []frame{{"__vdso_clock_gettime", "[vdso]"}}, "other"},
 		{"an unresolved address", []frame{{"0x4567", exe}}, "other"},
+		{"an unknown symbol", []frame{{"[unknown]", exe}}, "other"},
 		{"the SDK", []frame{{"github.com/aws/smithy-go/middleware.(*Stack).HandleMiddleware", exe}}, "aws-sdk-go-v2: middleware, serialization, SigV4, deserialization"},
 		{"the envelope", []frame{{"github.com/enclavekit/kmsproxy/internal/cms.Parse", exe}}, "CMS envelope: parsing, AES-256-CBC"},
 		{"the proxy", []frame{{"github.com/enclavekit/kmsproxy/internal/proxy.(*listenerHandler).serveAPI", exe}}, "kmsproxyd's own request handling, policy, upstream queue"},

@@ -73,7 +73,7 @@ var profileParts = []struct {
 // isCSymbol reports whether a symbol is a C function's: Go's are
 // qualified with their package path (a dot, often a slash).
 func isCSymbol(sym string) bool {
-	if strings.HasPrefix(sym, "0x") { // not resolved
+	if strings.HasPrefix(sym, "0x") || strings.HasPrefix(sym, "[") { // not resolved: 0x..., [unknown]
 		return false
 	}
 	return !strings.ContainsAny(sym, "./") || strings.HasPrefix(sym, "_cgo_") || strings.HasPrefix(sym, "x_cgo_")
