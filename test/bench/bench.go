@@ -205,6 +205,7 @@ type subject struct {
 	kms   time.Duration   // devkms's CPU meanwhile
 	n     int
 
+	cache   bool        // the decrypt cache is on: the cache-hit rows
 	sdk     *kms.Client // for the latency rows
 	sdkHTTP *http.Client
 	lat     result
@@ -321,7 +322,23 @@ func bench(ctx context.Context, w *world, c benchConfig) (*table, error) {
 	}
 	floorSubject := &subject{label: "floor daemon (test/bench/floor), " + def.label, b: def, d: fl}
 
-	cpuSubjects := append(slices.Clone(subjects), floorSubject)
+	// The same builds with the decrypt cache on the parent listener: every
+	// Decrypt after the first is a hit, answered without KMS or RSA.
+	policyFile := w.path("cache-policy.yaml")
+	if err := os.WriteFile(policyFile, []byte(cachePolicy), 0o600); err != nil {
+		return nil, err
+	}
+	var cached []*subject
+	for _, b := range builds {
+		w.say("starting kmsproxyd with the decrypt cache on (%s)", b.label)
+		d, err := w.startKmsproxyd("kmsproxyd-"+b.name+"-cache", w.binary(b, "kmsproxyd"), c.kmsEnv, "--policy", policyFile)
+		if err != nil {
+			return nil, err
+		}
+		cached = append(cached, &subject{label: "kmsproxyd, " + b.label, b: b, d: d, cache: true})
+	}
+
+	cpuSubjects := append(append(slices.Clone(subjects), floorSubject), cached...)
 	for _, s := range cpuSubjects {
 		hc := unixClient(s.d.sock, pinnedConcurrency)
 		s.hc = hc
@@ -680,6 +697,20 @@ func bench(ctx context.Context, w *world, c benchConfig) (*table, error) {
 				over[len(over)/2], over[0], over[len(over)-1], strings.Join(floorGC, " ")))
 	}
 
+	// Cache-hit rows.
+	for i, s := range cached {
+		med, _, _ := cpuRatio(s)
+		name := "CPU per cache hit, " + s.label
+		val := fmt.Sprintf("%s = %.2f × t_floor", ms(median(s.cpu)), med)
+		detail := cpuDetail(s) + fmt.Sprintf(" (%s per Decrypt without the cache): a hit is answered without KMS, and an entry goes back to KMS only after max_uses hits; policy: listeners.parent.decrypt_cache %s",
+			ms(subjects[i].kms/time.Duration(max(subjects[i].n, 1))), cacheSettings)
+		if i == 0 {
+			t.check(name, med, val, atMost(targetCacheHit, xFloor), detail)
+		} else {
+			t.report(name, val, detail)
+		}
+	}
+
 	// Latency rows.
 	latFloor := (latFloorBefore.floor + latFloorAfter.floor) / 2
 	for i, s := range subjects {
@@ -838,8 +869,11 @@ func cpuLine(ss []*subject, round int) string {
 	parts := make([]string, len(ss))
 	for i, s := range ss {
 		parts[i] = fmt.Sprintf("%s %s", s.b.name, ms(s.cpu[round]))
-		if strings.HasPrefix(s.label, "floor") {
+		switch {
+		case strings.HasPrefix(s.label, "floor"):
 			parts[i] = "floor " + ms(s.cpu[round])
+		case s.cache:
+			parts[i] = s.b.name + " hit " + ms(s.cpu[round])
 		}
 	}
 	return strings.Join(parts, ", ")
@@ -861,6 +895,25 @@ func cpuTimes(pids []int) ([]time.Duration, error) {
 // floorGC gives the floor daemon kmsproxyd's garbage-collector defaults
 // (cmd/kmsproxyd/memory.go), so that the two differ only in code.
 var floorGC = []string{"GOGC=200", "GOMEMLIMIT=28MiB"}
+
+// cacheSettings are the decrypt cache's settings of the cache-hit rows, as
+// an operator would write them.
+const cacheSettings = "{max_age: 5m, max_uses: 1000, max_entries: 10000}"
+
+// cachePolicy is the policy of the kmsproxyd daemons of the cache-hit rows:
+// the built-in policy's rights on both listeners, and the decrypt cache on
+// the parent listener.
+const cachePolicy = `listeners:
+  parent:
+    operations: ["*"]
+    plaintext: true
+    control: ["*"]
+    decrypt_cache: ` + cacheSettings + `
+  local:
+    operations: ["*"]
+    plaintext: true
+    control: ["*"]
+`
 
 func firstError(r result) string {
 	if r.firstErr == nil {

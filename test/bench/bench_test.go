@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/enclavekit/kmsproxy/internal/policy"
 )
 
 func TestPercentiles(t *testing.T) {
@@ -390,5 +392,21 @@ func TestParseCPUStat(t *testing.T) {
 	}
 	if _, _, err := parseCPUStat("cpu0 1 2 x 4 5 6\n", 0); err == nil {
 		t.Error("a malformed line parsed")
+	}
+}
+
+// TestCachePolicy checks that the cache-hit rows' policy loads as kmsproxyd
+// loads it, with the decrypt cache on the parent listener only.
+func TestCachePolicy(t *testing.T) {
+	p, err := policy.Parse([]byte(cachePolicy), "cache-policy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &policy.DecryptCache{MaxAge: 5 * time.Minute, MaxUses: 1000, MaxEntries: 10000}
+	if diff := cmp.Diff(want, p.Rules(policy.ListenerParent).DecryptCache); diff != "" {
+		t.Errorf("parent listener's decrypt cache (-want +got):\n%s", diff)
+	}
+	if got := p.Rules(policy.ListenerLocal).DecryptCache; got != nil {
+		t.Errorf("local listener's decrypt cache = %+v, want none", got)
 	}
 }
