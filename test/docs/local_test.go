@@ -33,11 +33,21 @@ var blockRE = regexp.MustCompile("(?s)```(sh|python|go)\n(.*?)```")
 // against this repository, in a folder and on ports of its own, and checks
 // that every client decrypts the secret and that the direct call is denied.
 func TestLocalGuide(t *testing.T) {
-	for _, tool := range []string{"bash", "socat", "curl", "sha384sum", "python3", "aws"} {
-		requireTool(t, tool)
+	for _, tool := range []string{"bash", "socat", "curl", "sha384sum"} {
+		harness.RequireTool(t, tool)
 	}
-	if err := exec.Command("python3", "-c", "import boto3").Run(); err != nil {
-		missingTool(t, "python3's boto3 (Debian: python3-boto3)")
+	// Debian's AWS CLI and python3 (with python3-boto3), which .ci/run
+	// installs, before whatever else is on PATH.
+	aws := harness.RequireTool(t, "aws", "/usr/bin/aws")
+	python := harness.RequireTool(t, "python3", "/usr/bin/python3")
+	if err := exec.Command(python, "-c", "import boto3").Run(); err != nil {
+		harness.MissingTool(t, "boto3 is not installed for %s (Debian: apt-get install python3-boto3)", python)
+	}
+	tools := t.TempDir()
+	for name, path := range map[string]string{"aws": aws, "python3": python} {
+		if err := os.Symlink(path, filepath.Join(tools, name)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	root := harness.RepoRootT(t)
 	text, err := os.ReadFile(filepath.Join(root, "docs", "local.md"))
@@ -78,7 +88,7 @@ func TestLocalGuide(t *testing.T) {
 			if i == 0 {
 				// The build: the test built the binaries already.
 				code = strings.Replace(code, "make build", "true", 1)
-				code = strings.Replace(code, `export PATH="$PWD/bin:$PATH"`, fmt.Sprintf("export PATH=%q", bin+":"+simBin+":"+os.Getenv("PATH")), 1)
+				code = strings.Replace(code, `export PATH="$PWD/bin:$PATH"`, fmt.Sprintf("export PATH=%q", bin+":"+simBin+":"+tools+":"+os.Getenv("PATH")), 1)
 			}
 			script.WriteString(code)
 		case "python":
@@ -158,21 +168,4 @@ func writeGoProgram(t *testing.T, dir, root, code string) {
 			t.Fatal(err)
 		}
 	}
-}
-
-// requireTool skips the test when name is not installed, or fails it when
-// every tool must be (KMSPROXY_REQUIRE_TOOLS=1, as in CI).
-func requireTool(t *testing.T, name string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		missingTool(t, name)
-	}
-}
-
-func missingTool(t *testing.T, name string) {
-	t.Helper()
-	if os.Getenv("KMSPROXY_REQUIRE_TOOLS") == "1" {
-		t.Fatalf("%s is not installed and KMSPROXY_REQUIRE_TOOLS=1", name)
-	}
-	t.Skipf("skipping: %s is not installed", name)
 }

@@ -68,7 +68,7 @@ func TestRealClients(t *testing.T) {
 	}
 
 	t.Run("aws-cli", func(t *testing.T) {
-		awsBin := requireTool(t, "aws", "/usr/bin/aws")
+		awsBin := harness.RequireTool(t, "aws", "/usr/bin/aws")
 		home := t.TempDir()
 		for _, ep := range endpoints {
 			t.Run(ep.name, func(t *testing.T) {

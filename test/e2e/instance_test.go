@@ -228,7 +228,7 @@ func TestAttestedInstance(t *testing.T) {
 	})
 
 	t.Run("aws-cli", func(t *testing.T) {
-		awsBin := requireTool(t, "aws", "/usr/bin/aws")
+		awsBin := harness.RequireTool(t, "aws", "/usr/bin/aws")
 		home := t.TempDir()
 		cli := func(args ...string) []byte {
 			t.Helper()
@@ -266,10 +266,10 @@ func TestAttestedInstance(t *testing.T) {
 	})
 
 	t.Run("boto3", func(t *testing.T) {
-		python := requireTool(t, "python3", "/usr/bin/python3")
+		python := harness.RequireTool(t, "python3", "/usr/bin/python3")
 		env := harness.CleanEnv(append(dummyClient.env(), "AWS_DEFAULT_REGION="+region, "HOME="+t.TempDir())...)
 		if _, err := run(t, sc, "python3 -c import boto3", env, nil, awsTimeout, python, "-c", "import boto3"); err != nil {
-			missing(t, "boto3 is not installed for %s (Debian: apt-get install python3-boto3): %v", python, err)
+			harness.MissingTool(t, "boto3 is not installed for %s (Debian: apt-get install python3-boto3): %v", python, err)
 		}
 		out, err := run(t, sc, "python3 boto3 app", env, nil, awsTimeout, python, "-c", boto3App, localURL, s.path("instance-secret.enc"), instanceAlias)
 		if err != nil {

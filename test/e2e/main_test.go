@@ -17,10 +17,6 @@ import (
 	"github.com/enclavekit/kmsproxy/test/internal/secretscan"
 )
 
-// requireToolsEnv, set to 1, makes a missing optional tool fail the test
-// instead of skipping it (CI machines that must run everything).
-const requireToolsEnv = "KMSPROXY_REQUIRE_TOOLS"
-
 // testTimeout bounds one test (watchdog), start-up, load phases and
 // cleanup included, building the binaries not (tests that need them build
 // first); the slowest takes well under a minute.
@@ -101,29 +97,6 @@ func buildAll() (*binaries, error) {
 		enclaveapp:  filepath.Join(buildDir, "enclaveapp"),
 		aemm:        filepath.Join(buildDir, "ec2-metadata-mock"),
 	}, nil
-}
-
-// requireTool returns the path of an optional tool, or skips the test
-// saying why (fails it when KMSPROXY_REQUIRE_TOOLS=1).
-func requireTool(t testing.TB, name string, candidates ...string) string {
-	t.Helper()
-	for _, c := range append(candidates, name) {
-		if p, err := exec.LookPath(c); err == nil {
-			return p
-		}
-	}
-	missing(t, "%s is not installed (looked for %s)", name, strings.Join(append(candidates, name), ", "))
-	return ""
-}
-
-// missing skips or, with KMSPROXY_REQUIRE_TOOLS=1, fails the test.
-func missing(t testing.TB, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv(requireToolsEnv) == "1" {
-		t.Fatalf("%s, and %s=1 requires it", msg, requireToolsEnv)
-	}
-	t.Skipf("skipping: %s (set %s=1 to make this a failure)", msg, requireToolsEnv)
 }
 
 // newScan starts the test's watchdog and returns a secretscan.Scanner

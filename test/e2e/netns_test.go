@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+
+	"github.com/enclavekit/kmsproxy/test/internal/harness"
 )
 
 // netnsPrefix names the namespaces these tests create: prefix, the test
@@ -27,7 +29,7 @@ func newNetns(t testing.TB) string {
 	removeStaleNetns()
 	name := fmt.Sprintf("%s%d-%d", netnsPrefix, os.Getpid(), netnsSeq.Add(1))
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		missing(t, "cannot create a network namespace (ip netns add: %v: %s)", err, strings.TrimSpace(string(out)))
+		harness.MissingTool(t, "cannot create a network namespace (ip netns add: %v: %s)", err, strings.TrimSpace(string(out)))
 	}
 	t.Cleanup(func() {
 		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
@@ -44,7 +46,7 @@ func requireNetns(t testing.TB) {
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: network namespaces need root (the enclave side runs in its own namespace)")
 	}
-	requireTool(t, "ip")
+	harness.RequireTool(t, "ip")
 }
 
 // removeStaleNetns deletes namespaces an earlier run of these tests left

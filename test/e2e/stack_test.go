@@ -155,7 +155,7 @@ func startStack(t testing.TB, sc *secretscan.Scanner, opts stackOptions) *stack 
 		opts.credentials = "env"
 	}
 	s := &stack{opts: opts, scan: sc, role: role}
-	socat := requireTool(t, "socat")
+	socat := harness.RequireTool(t, "socat")
 	if opts.netns {
 		s.ns = newNetns(t)
 	}

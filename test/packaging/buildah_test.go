@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/enclavekit/kmsproxy/test/internal/harness"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -32,7 +33,7 @@ import (
 // chroot isolation, in storage of its own under the test's temporary
 // directory.
 func TestEnclaveImageBuildah(t *testing.T) {
-	buildah := requireTool(t, "buildah")
+	buildah := harness.RequireTool(t, "buildah")
 	rep := sharedReproduction(t)
 
 	src := readRepoFile(t, "Dockerfile.enclave")

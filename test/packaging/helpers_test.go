@@ -25,22 +25,6 @@ func readRepoFile(t testing.TB, rel string) []byte {
 	return data
 }
 
-// requireTool returns the path of an optional tool. Without it the test is
-// skipped with a message, unless KMSPROXY_REQUIRE_TOOLS=1 (CI), where a
-// missing tool fails the test.
-func requireTool(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("KMSPROXY_REQUIRE_TOOLS") == "1" {
-		t.Fatalf("%s is not installed and KMSPROXY_REQUIRE_TOOLS=1", name)
-	}
-	t.Skipf("%s is not installed (set KMSPROXY_REQUIRE_TOOLS=1 to fail instead of skipping)", name)
-	return ""
-}
-
 // enclaveDockerfile parses the repository's Dockerfile.enclave.
 func enclaveDockerfile(t testing.TB) *Dockerfile {
 	t.Helper()

@@ -24,7 +24,7 @@ const (
 // kmsproxyd built from this repository, and wants no output (see
 // TestUnitsVerify for what verify checks).
 func TestInstanceUnitVerify(t *testing.T) {
-	analyze := requireTool(t, "systemd-analyze")
+	analyze := harness.RequireTool(t, "systemd-analyze")
 	matches, err := filepath.Glob(filepath.Join(filepath.Dir(filepath.Join(harness.RepoRootT(t), instanceUnit)), "*.service"))
 	if err != nil || len(matches) != 1 {
 		t.Fatalf("enclave/instance has %d units, this test knows 1: keep them (and docs/deployment.md) in step", len(matches))

@@ -22,7 +22,7 @@ func makefile(t testing.TB) string {
 // given (PATH included), and returns its exit error and combined output.
 func runMake(t testing.TB, env []string, args ...string) (string, error) {
 	t.Helper()
-	mk := requireTool(t, "make")
+	mk := harness.RequireTool(t, "make")
 	cmd := exec.Command(mk, append([]string{"-f", makefile(t)}, args...)...)
 	cmd.Dir = harness.RepoRootT(t)
 	cmd.Env = env
@@ -41,7 +41,7 @@ func fakeTool(t testing.TB, dir, name, script string) {
 // The Nitro targets run on a Nitro Enclaves parent instance; elsewhere they
 // must stop before doing anything, with a message that says why.
 func TestMakeNitroTargetsExplainWhatIsMissing(t *testing.T) {
-	requireTool(t, "make")
+	harness.RequireTool(t, "make")
 	empty := t.TempDir()
 	noDaemon := t.TempDir()
 	fakeTool(t, noDaemon, "docker", "echo 'Cannot connect to the Docker daemon' >&2; exit 1\n")
@@ -86,7 +86,7 @@ func TestMakeNitroTargetsExplainWhatIsMissing(t *testing.T) {
 // the EIF make eif built; make policy writes a key policy for the build's
 // measurements.
 func TestMakeRunEnclaveAndPolicy(t *testing.T) {
-	requireTool(t, "make")
+	harness.RequireTool(t, "make")
 	build := t.TempDir()
 	if err := os.WriteFile(filepath.Join(build, "kmsproxyd.eif"), []byte("an EIF"), 0o644); err != nil {
 		t.Fatal(err)

@@ -65,7 +65,7 @@ func unitFiles(t testing.TB) []string {
 // that this machine does not have (nitro-cli, vsock-proxy) and its
 // nitro-enclaves-allocator.service, stand-ins that only exist.
 func TestUnitsVerify(t *testing.T) {
-	analyze := requireTool(t, "systemd-analyze")
+	analyze := harness.RequireTool(t, "systemd-analyze")
 	root := t.TempDir()
 
 	systemUnits := ""

@@ -53,8 +53,8 @@ func (f *fakeIMDS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func TestVsockProxyKMSScript(t *testing.T) {
-	bash := requireTool(t, "bash")
-	requireTool(t, "curl")
+	bash := harness.RequireTool(t, "bash")
+	harness.RequireTool(t, "curl")
 	script := filepath.Join(harness.RepoRootT(t), "enclave", "parent", "vsock-proxy-kms")
 	template := string(readRepoFile(t, "enclave/parent/vsock-proxy.yaml"))
 

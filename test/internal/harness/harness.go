@@ -69,3 +69,33 @@ func RepoRootT(tb testing.TB) string {
 	}
 	return root
 }
+
+// RequireToolsEnv, set to 1 (as CI does once it has installed them), turns
+// a missing optional tool from a skip into a failure.
+const RequireToolsEnv = "KMSPROXY_REQUIRE_TOOLS"
+
+// RequireTool returns the path of an optional tool: the first of candidates
+// (full paths preferred, e.g. Debian's /usr/bin/aws over another aws on
+// PATH) and then name that is installed. Without one, tb is skipped with a
+// message, or fails under KMSPROXY_REQUIRE_TOOLS=1.
+func RequireTool(tb testing.TB, name string, candidates ...string) string {
+	tb.Helper()
+	for _, c := range append(candidates, name) {
+		if p, err := exec.LookPath(c); err == nil {
+			return p
+		}
+	}
+	MissingTool(tb, "%s is not installed (looked for %s)", name, strings.Join(append(candidates, name), ", "))
+	return ""
+}
+
+// MissingTool skips tb saying what is missing or, under
+// KMSPROXY_REQUIRE_TOOLS=1, fails it.
+func MissingTool(tb testing.TB, format string, args ...any) {
+	tb.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if os.Getenv(RequireToolsEnv) == "1" {
+		tb.Fatalf("%s, and %s=1 requires it", msg, RequireToolsEnv)
+	}
+	tb.Skipf("skipping: %s (set %s=1 to make this a failure)", msg, RequireToolsEnv)
+}
