@@ -39,6 +39,12 @@ Examples:
   # and held to their IAM policies:
   devkms --state devkms-state.json --seed seed.yaml --credentials creds.yaml --iam-policies iam.yaml
 
+  # Stand in for the EC2 instance metadata service too, so that kmsproxyd
+  # --credentials imds gets the instance role's rotating credentials and the
+  # region from it (SigV4 verification turns on):
+  devkms --tls-self-signed /tmp/devkms-tls --imds tcp://127.0.0.1:4598 --imds-role enclave-parent
+  kmsproxyd --credentials imds --imds-dial tcp://127.0.0.1:4598 ...
+
   # Throttle 10% of the requests and add 50ms to each:
   devkms --fault-throttle-rate 0.1 --fault-latency 50ms
   curl -X PUT -d '{"throttle_rate":0}' http://127.0.0.1:4599/devkms/faults
@@ -76,6 +82,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.IAMPoliciesPath, "iam-policies", "", "YAML `file` mapping principal ARNs to their identity-based (IAM) policies, evaluated with key policies and grants as KMS does (default: every principal may do kms:* as far as IAM is concerned)")
 	fs.StringVar(&cfg.Region, "region", cfg.Region, "AWS region in key ARNs and SigV4 scopes")
 	fs.StringVar(&cfg.AccountID, "account-id", cfg.AccountID, "AWS account ID in key ARNs; its root is the caller without --credentials")
+	fs.StringVar(&cfg.IMDS, "imds", "", "also serve a stand-in for the EC2 instance metadata service (IMDSv2 only) at this `address`, tcp://HOST:PORT or unix:///path, for kmsproxyd --credentials imds; turns on SigV4 verification; off when empty")
+	fs.StringVar(&cfg.IMDSRole, "imds-role", cfg.IMDSRole, "`name` of the instance profile's IAM role whose credentials --imds serves; they sign as arn:aws:sts::ACCOUNT:assumed-role/NAME/INSTANCE_ID")
+	fs.StringVar(&cfg.IMDSInstanceID, "imds-instance-id", cfg.IMDSInstanceID, "instance `ID` --imds reports (instance-id, identity document, the role's session name)")
+	fs.DurationVar(&cfg.IMDSCredentialLifetime, "imds-credential-lifetime", cfg.IMDSCredentialLifetime, "how long each set of --imds role credentials is valid, 2m to 12h; the next set is served 5 minutes (at most half the lifetime) before the current one expires")
 	fs.DurationVar(&cfg.Faults.Latency, "fault-latency", 0, "latency added to every KMS request")
 	fs.Float64Var(&cfg.Faults.ThrottleRate, "fault-throttle-rate", 0, "fraction (0-1) of KMS requests answered with ThrottlingException")
 	fs.Float64Var(&cfg.Faults.ErrorRate, "fault-error-rate", 0, "fraction (0-1) of KMS requests answered with KMSInternalException")
@@ -100,6 +110,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cfg.TrustRootFiles = trustRoots
+	if cfg.IMDS == "" {
+		var stray []string
+		fs.Visit(func(f *flag.Flag) {
+			if strings.HasPrefix(f.Name, "imds-") {
+				stray = append(stray, "--"+f.Name)
+			}
+		})
+		if len(stray) > 0 {
+			fmt.Fprintf(stderr, "devkms: error: %s without --imds: the IMDS stand-in is off\ndevkms: hint: add --imds tcp://127.0.0.1:PORT (or unix:///path) to serve it\n", strings.Join(stray, ", "))
+			return 2
+		}
+	}
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(stderr, "devkms: error: %v\n", err)
 		return 2

@@ -65,6 +65,20 @@ type Config struct {
 	// Region and AccountID make up the ARNs of keys and aliases.
 	Region    string
 	AccountID string
+	// IMDS is the address (tcp://HOST:PORT or unix:///path) of devkms's
+	// stand-in for the EC2 instance metadata service (imds.go), served by
+	// ListenAndServe beside the KMS API; "" for none. With it, devkms
+	// verifies SigV4 (as with a credentials file) and accepts the instance
+	// role's credentials it serves there.
+	IMDS string
+	// IMDSRole is the name of the instance profile's role; its credentials
+	// stand for arn:PARTITION:sts::AccountID:assumed-role/IMDSRole/IMDSInstanceID.
+	IMDSRole string
+	// IMDSInstanceID is the instance ID IMDS reports.
+	IMDSInstanceID string
+	// IMDSCredentialLifetime is how long each set of role credentials is
+	// valid (MinIMDSCredentialLifetime to MaxIMDSCredentialLifetime).
+	IMDSCredentialLifetime time.Duration
 	// Faults are the initial fault injection settings.
 	Faults Faults
 	// LogLevel is debug, info, warn or error; used when Logger is nil.
@@ -84,6 +98,10 @@ func DefaultConfig() Config {
 		Region:            DefaultRegion,
 		AccountID:         DefaultAccountID,
 		LogLevel:          DefaultLogLevel,
+
+		IMDSRole:               DefaultIMDSRole,
+		IMDSInstanceID:         DefaultIMDSInstanceID,
+		IMDSCredentialLifetime: DefaultIMDSCredentialLifetime,
 	}
 }
 
@@ -105,6 +123,23 @@ func (c *Config) Validate() error {
 		}
 		if a.Network == transport.VSOCK {
 			return errors.New("--listen: devkms serves on tcp:// or unix:// addresses, not vsock")
+		}
+	}
+	if c.IMDS != "" {
+		a, err := transport.Parse(c.IMDS)
+		if err != nil {
+			return fmt.Errorf("--imds: %w", err)
+		}
+		if a.Network == transport.VSOCK {
+			return errors.New("--imds: devkms serves IMDS on tcp:// or unix:// addresses, not vsock (a vsock-proxy or socat can relay to it)")
+		}
+		// Port 0 asks the system for a free port each time, so two such
+		// addresses never collide.
+		if l, err := transport.Parse(c.Listen); err == nil && c.Listen != "" && l == a && !strings.HasSuffix(a.HostPort, ":0") {
+			return fmt.Errorf("--imds %s is also the --listen address: give IMDS an address of its own", c.IMDS)
+		}
+		if err := c.validateIMDS(); err != nil {
+			return err
 		}
 	}
 	if !regionPattern.MatchString(c.Region) {

@@ -48,6 +48,7 @@ type Server struct {
 	now       func() time.Time
 	store     *store
 	auth      *authenticator // nil: every caller is the account root
+	imds      *imdsService   // nil: no IMDS stand-in
 	iam       *identityPolicies
 	recipient *recipientVerifier
 	faults    faultInjector
@@ -91,8 +92,16 @@ func New(cfg Config) (*Server, error) {
 		}
 		seen[c.AccessKeyID] = true
 	}
-	if len(creds) > 0 {
+	if cfg.IMDS != "" {
+		s.imds = newIMDSService(cfg, s.now, s.log)
+	}
+	if len(creds) > 0 || s.imds != nil {
+		// The instance role's credentials mean something only when
+		// signatures are checked: IMDS turns SigV4 verification on.
 		s.auth = newAuthenticator(creds, cfg.Region, s.now)
+		if s.imds != nil {
+			s.auth.temporary = s.imds.creds.lookup
+		}
 	}
 
 	iamConfigured := cfg.IAMPoliciesPath != "" || cfg.IAMPolicies != nil
@@ -203,17 +212,37 @@ func (s *Server) CACertPEM() []byte { return append([]byte(nil), s.caPEM...) }
 // Config returns the configuration the server was built with.
 func (s *Server) Config() Config { return s.cfg }
 
-// ListenAndServe listens on cfg.Listen and serves until ctx is cancelled.
+// ListenAndServe listens on cfg.Listen, and on cfg.IMDS when it is set, and
+// serves the KMS API (and IMDS) until ctx is cancelled.
 func (s *Server) ListenAndServe(ctx context.Context) error {
-	a, err := transport.Parse(s.cfg.Listen)
+	l, err := listen(s.cfg.Listen)
 	if err != nil {
 		return err
 	}
+	if s.imds == nil {
+		return s.Serve(ctx, l)
+	}
+	il, err := listen(s.cfg.IMDS)
+	if err != nil {
+		l.Close()
+		return fmt.Errorf("--imds: %w", err)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.Serve(gctx, l) })
+	g.Go(func() error { return s.ServeIMDS(gctx, il) })
+	return g.Wait()
+}
+
+func listen(addr string) (net.Listener, error) {
+	a, err := transport.Parse(addr)
+	if err != nil {
+		return nil, err
+	}
 	l, err := transport.Listen(a)
 	if err != nil {
-		return fmt.Errorf("failed to listen on %s: %w", s.cfg.Listen, err)
+		return nil, fmt.Errorf("failed to listen on %s: %w", addr, err)
 	}
-	return s.Serve(ctx, l)
+	return l, nil
 }
 
 // URL returns the URL clients use to reach the server on l: https when TLS
@@ -232,19 +261,6 @@ func (s *Server) URL(l net.Listener) string {
 // Serve serves on l until ctx is cancelled, then stops accepting, waits up
 // to ShutdownTimeout for requests in flight and returns nil. It closes l.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
-	hs := &http.Server{
-		Handler:           s,
-		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       readTimeout,
-		IdleTimeout:       idleTimeout,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          log.New(slogWriter{s.log}, "", 0),
-	}
-	// Requests run under stopping, which is cancelled when shutdown begins,
-	// so injected latency ends at once instead of holding up the shutdown.
-	stopping, stop := context.WithCancel(context.WithoutCancel(ctx))
-	defer stop()
-	hs.BaseContext = func(net.Listener) context.Context { return stopping }
 	if s.tlsConfig != nil {
 		l = tls.NewListener(l, s.tlsConfig.Clone())
 	}
@@ -253,6 +269,52 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	if s.iam.assumed {
 		s.log.Info("no IAM policies configured (--iam-policies): every principal is taken to have an IAM policy that allows kms:* on every resource")
 	}
+	if s.imds != nil && len(s.auth.keys) == 0 {
+		s.log.Info("SigV4 verification is on because of --imds: callers sign with the instance role's credentials from IMDS (or with keys of a --credentials file)")
+	}
+	// Requests run under a context cancelled when shutdown begins, so
+	// injected latency ends at once instead of holding up the shutdown.
+	return s.serveHTTP(ctx, l, s, 64<<10, "stopped")
+}
+
+// IMDSHandler returns the handler of the IMDS stand-in, or nil when
+// Config.IMDS is empty.
+func (s *Server) IMDSHandler() http.Handler {
+	if s.imds == nil {
+		return nil
+	}
+	return s.imds
+}
+
+// ServeIMDS serves the IMDS stand-in (plain HTTP, as IMDS is) on l until
+// ctx is cancelled, then shuts down as Serve does. It closes l. It fails
+// when Config.IMDS is empty.
+func (s *Server) ServeIMDS(ctx context.Context, l net.Listener) error {
+	if s.imds == nil {
+		l.Close()
+		return errors.New("devkms: the IMDS stand-in is off (no --imds address)")
+	}
+	s.log.Info("IMDS listening", "url", "http://"+l.Addr().String(), "role", s.imds.role,
+		"principal", s.imds.creds.principal, "instance_id", s.imds.instanceID,
+		"credential_lifetime", s.imds.creds.lifetime, "rotation_lead", s.imds.creds.lead, "region", s.cfg.Region)
+	return s.serveHTTP(ctx, l, s.imds, imdsMaxHeaderBytes, "IMDS stopped")
+}
+
+// serveHTTP serves h on l until ctx is cancelled, then stops accepting,
+// waits up to ShutdownTimeout for requests in flight, logs stopped and
+// returns nil.
+func (s *Server) serveHTTP(ctx context.Context, l net.Listener, h http.Handler, maxHeaderBytes int, stopped string) error {
+	hs := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          log.New(slogWriter{s.log}, "", 0),
+	}
+	stopping, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	hs.BaseContext = func(net.Listener) context.Context { return stopping }
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		if err := hs.Serve(l); !errors.Is(err, http.ErrServerClosed) {
@@ -269,7 +331,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			hs.Close()
 			return fmt.Errorf("failed to shut down within %s: %w", ShutdownTimeout, err)
 		}
-		s.log.Info("stopped")
+		s.log.Info(stopped)
 		return nil
 	})
 	return g.Wait()

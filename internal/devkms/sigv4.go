@@ -43,11 +43,16 @@ const (
 //   - wrong signature: InvalidSignatureException, "The request signature we
 //     calculated does not match the signature you provided. Check your AWS
 //     Secret Access Key and signing method. Consult the service documentation
-//     for details." (seen verbatim in smithy545/aws-apps-scripts issue 12).
+//     for details." (seen verbatim in smithy545/aws-apps-scripts issue 12);
+//   - temporary credentials past their expiry: ExpiredTokenException, "The
+//     security token included in the request is expired" (no full stop;
+//     status 400: KMS Decrypt in boto/boto3 issue 1127, getsops/sops issue
+//     621).
 const (
 	msgMissingToken    = "Missing Authentication Token"
 	msgUnrecognized    = "The security token included in the request is invalid."
 	msgSignatureDiffer = "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details."
+	msgExpiredToken    = "The security token included in the request is expired"
 )
 
 // incompleteSignature is the exception AWS JSON-protocol services answer a
@@ -62,10 +67,15 @@ const incompleteSignature = kmsapi.IncompleteSignature
 // exactly the headers the caller signed, with the stored secret and the
 // caller's X-Amz-Date, and compares the signatures in constant time.
 type authenticator struct {
-	keys   map[string]Credential
-	region string
-	now    func() time.Time
-	signer *v4.Signer
+	keys map[string]Credential
+	// temporary finds credentials issued while devkms runs (the IMDS
+	// role's) by access key ID, with their expiry; nil when there are
+	// none. They are accepted until they expire, then answered
+	// ExpiredTokenException.
+	temporary func(accessKeyID string) (Credential, time.Time, bool)
+	region    string
+	now       func() time.Time
+	signer    *v4.Signer
 }
 
 func newAuthenticator(creds []Credential, region string, now func() time.Time) *authenticator {
@@ -132,6 +142,10 @@ func (a *authenticator) authenticate(ctx context.Context, r *http.Request, body 
 		return "", err
 	}
 	cred, ok := a.keys[auth.accessKeyID]
+	var expires time.Time
+	if !ok && a.temporary != nil {
+		cred, expires, ok = a.temporary(auth.accessKeyID)
+	}
 	if !ok {
 		return "", kmsapi.Errorf(kmsapi.UnrecognizedClient, msgUnrecognized)
 	}
@@ -171,6 +185,11 @@ func (a *authenticator) authenticate(ctx context.Context, r *http.Request, body 
 	}
 	if subtle.ConstantTimeCompare([]byte(want), []byte(auth.signature)) != 1 {
 		return "", kmsapi.Errorf(kmsapi.InvalidSignature, msgSignatureDiffer)
+	}
+	// Checked last, so that only a holder of the whole credential learns
+	// that it has expired.
+	if !expires.IsZero() && !now.Before(expires) {
+		return "", kmsapi.Errorf(kmsapi.ExpiredToken, msgExpiredToken)
 	}
 	return cred.Principal, nil
 }

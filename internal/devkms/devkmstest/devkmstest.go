@@ -75,9 +75,20 @@ func WithSeed(seed devkms.Seed) Option {
 
 // WithConfig lets the test change any configuration setting (state file,
 // region, account, maximum attestation age, faults, clock, ...). Listen and
-// TLS settings are ignored: Start always serves TLS on 127.0.0.1:0.
+// TLS settings are ignored: Start always serves TLS on 127.0.0.1:0 (and
+// IMDS, with WithIMDS, on another port of 127.0.0.1).
 func WithConfig(fn func(*devkms.Config)) Option {
 	return func(o *options) { o.configure = append(o.configure, fn) }
+}
+
+// WithIMDS also serves devkms's IMDS stand-in (plain HTTP on 127.0.0.1,
+// Instance.IMDSAddr), with the role, instance ID and credential lifetime of
+// the configuration (WithConfig changes them). It turns SigV4 verification
+// on: give the test's own callers keys with WithCredentials.
+func WithIMDS() Option {
+	return func(o *options) {
+		o.configure = append(o.configure, func(c *devkms.Config) { c.IMDS = "tcp://127.0.0.1:0" })
+	}
 }
 
 // WithLogLevel shows devkms's logs at this level in the test output (the
@@ -101,6 +112,11 @@ type Instance struct {
 	Server *devkms.Server
 	// Config is the configuration the instance runs with.
 	Config devkms.Config
+	// IMDSAddr is the IMDS stand-in's address, 127.0.0.1:PORT (for
+	// kmsproxyd --imds-dial tcp://IMDSAddr), and IMDSURL its URL; empty
+	// without WithIMDS.
+	IMDSAddr string
+	IMDSURL  string
 
 	caPool   *x509.CertPool
 	stop     func() error
@@ -147,9 +163,21 @@ func Start(t testing.TB, opts ...Option) *Instance {
 	if err != nil {
 		t.Fatalf("devkmstest: failed to listen: %v", err)
 	}
+	var il net.Listener
+	if cfg.IMDS != "" {
+		if il, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			l.Close()
+			t.Fatalf("devkmstest: failed to listen for IMDS: %v", err)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
+	done := make(chan error, 2)
+	servers := 1
 	go func() { done <- srv.Serve(ctx, l) }()
+	if il != nil {
+		servers++
+		go func() { done <- srv.ServeIMDS(ctx, il) }()
+	}
 	caPEM := srv.CACertPEM()
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
@@ -164,14 +192,23 @@ func Start(t testing.TB, opts ...Option) *Instance {
 		Config: cfg,
 		caPool: pool,
 	}
+	if il != nil {
+		inst.IMDSAddr = il.Addr().String()
+		inst.IMDSURL = "http://" + inst.IMDSAddr
+	}
 	inst.stop = func() error {
 		cancel()
-		select {
-		case err := <-done:
-			return err
-		case <-time.After(devkms.ShutdownTimeout + 5*time.Second):
-			return errors.New("devkms did not stop")
+		deadline := time.After(devkms.ShutdownTimeout + 5*time.Second)
+		var errs []error
+		for range servers {
+			select {
+			case err := <-done:
+				errs = append(errs, err)
+			case <-deadline:
+				return errors.New("devkms did not stop")
+			}
 		}
+		return errors.Join(errs...)
 	}
 	t.Cleanup(func() {
 		if err := inst.Close(); err != nil {
