@@ -81,7 +81,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.CredentialsPath, "credentials", "", "JSON or YAML `file` mapping access keys to secrets and principal ARNs; turns on SigV4 verification")
 	fs.StringVar(&cfg.IAMPoliciesPath, "iam-policies", "", "YAML `file` mapping principal ARNs to their identity-based (IAM) policies, evaluated with key policies and grants as KMS does (default: every principal may do kms:* as far as IAM is concerned)")
 	fs.StringVar(&cfg.Region, "region", cfg.Region, "AWS region in key ARNs and SigV4 scopes")
-	fs.StringVar(&cfg.AccountID, "account-id", cfg.AccountID, "AWS account ID in key ARNs; its root is the caller without --credentials")
+	fs.StringVar(&cfg.AccountID, "account-id", cfg.AccountID, "AWS account ID in key ARNs; its root is the caller when signatures are not checked (neither --credentials nor --imds)")
 	fs.StringVar(&cfg.IMDS, "imds", "", "also serve a stand-in for the EC2 instance metadata service (IMDSv2 only) at this `address`, tcp://HOST:PORT or unix:///path, for kmsproxyd --credentials imds; turns on SigV4 verification; off when empty")
 	fs.StringVar(&cfg.IMDSRole, "imds-role", cfg.IMDSRole, "`name` of the instance profile's IAM role whose credentials --imds serves; they sign as arn:aws:sts::ACCOUNT:assumed-role/NAME/INSTANCE_ID")
 	fs.StringVar(&cfg.IMDSInstanceID, "imds-instance-id", cfg.IMDSInstanceID, "instance `ID` --imds reports (instance-id, identity document, the role's session name)")

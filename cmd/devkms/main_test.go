@@ -7,11 +7,14 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -156,4 +159,115 @@ func TestBinary(t *testing.T) {
 	if err != nil || !regexp.MustCompile(*key.KeyMetadata.KeyId).Match(state) {
 		t.Fatalf("the key created before SIGTERM is not in the state file: %v", err)
 	}
+}
+
+// TestBinaryIMDS starts devkms with --imds on a unix socket: both servers
+// come up, IMDS answers an IMDSv2 client there, and SIGTERM stops both.
+func TestBinaryIMDS(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "devkms")
+	bctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(bctx, goTool(t), "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	// A short path: unix socket paths are limited to 108 bytes.
+	sockDir, err := os.MkdirTemp("", "dk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	sock := filepath.Join(sockDir, "imds.sock")
+	cmd := exec.Command(bin, "--listen", "tcp://127.0.0.1:0", "--imds", "unix://"+sock,
+		"--imds-role", "my-role", "--imds-instance-id", "i-0abc1234", "--region", "eu-central-1")
+	var logs syncWriter
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	})
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		}}}
+	var token string
+	deadline := time.Now().Add(30 * time.Second)
+	for token == "" {
+		req, _ := http.NewRequest(http.MethodPut, "http://169.254.169.254/latest/api/token", nil)
+		req.Header.Set("X-aws-ec2-metadata-token-ttl-seconds", "60")
+		if resp, err := hc.Do(req); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				token = string(b)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no IMDS token from devkms within 30s:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for path, want := range map[string]string{
+		"/latest/meta-data/placement/region":          "eu-central-1",
+		"/latest/meta-data/instance-id":               "i-0abc1234",
+		"/latest/meta-data/iam/security-credentials/": "my-role",
+	} {
+		req, _ := http.NewRequest(http.MethodGet, "http://169.254.169.254"+path, nil)
+		req.Header.Set("X-aws-ec2-metadata-token", token)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != want {
+			t.Errorf("GET %s: %d %q, want 200 %q", path, resp.StatusCode, b, want)
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("devkms exited with %v after SIGTERM, want status 0:\n%s", err, logs.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("devkms did not exit within 20s of SIGTERM")
+	}
+	out := logs.String()
+	for _, want := range []string{`msg="IMDS listening"`, "principal=arn:aws:sts::111122223333:assumed-role/my-role/i-0abc1234", "SigV4 verification is on because of --imds", `msg="IMDS stopped"`, "msg=stopped"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("devkms's log lacks %s:\n%s", want, out)
+		}
+	}
+	if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the IMDS socket is left behind after SIGTERM: %v", err)
+	}
+}
+
+// syncWriter collects a process's output.
+type syncWriter struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.WriteString(string(p))
+}
+
+func (w *syncWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }

@@ -21,13 +21,19 @@
 // ListGrants, ListRetirableGrants, RetireGrant, RevokeGrant, grant tokens
 // and constraints); alias operations need permission on the alias and on
 // every key they touch. A refusal is logged with the statement or grant and
-// the condition that decided. With a credentials file callers are
+// the condition that decided. With a credentials file (or IMDS) callers are
 // authenticated with SigV4 and mapped to principal ARNs, otherwise every
 // caller is the account root. Keys, aliases
 // and policies can live in a state file that survives restarts and can be
 // created idempotently from a seed file. Fault injection (latency,
 // ThrottlingException, KMSInternalException) can be set by flag or at run
 // time on /devkms/faults.
+//
+// devkms can also stand in for the EC2 instance metadata service (IMDSv2
+// only, Config.IMDS), so that kmsproxyd's default --credentials imds runs
+// without an instance: it serves an instance role's temporary credentials,
+// which rotate as EC2's do and which devkms's SigV4 verification accepts
+// until they expire, as the role's assumed-role session.
 //
 // devkms is a development tool. Its state file holds key material in the
 // clear, its ciphertext format is its own (not AWS's), and it never contacts

@@ -23,7 +23,7 @@ const (
 	guideTime = 3 * time.Minute
 )
 
-var guidePorts = []string{"4599", "8000", "9000"}
+var guidePorts = []string{"4598", "4599", "8000", "9000"}
 
 // blockRE matches a fenced code block and its language.
 var blockRE = regexp.MustCompile("(?s)```(sh|python|go)\n(.*?)```")
@@ -130,7 +130,7 @@ func TestLocalGuide(t *testing.T) {
 	}
 	if err != nil {
 		logs := ""
-		for _, f := range []string{"devkms.log", "kmsproxyd.log", "bridge.log"} {
+		for _, f := range []string{"devkms.log", "kmsproxyd.log", "kmsproxyd-imds.log", "bridge.log"} {
 			b, _ := os.ReadFile(filepath.Join(dir, f))
 			logs += "\n--- " + f + "\n" + string(b)
 		}
