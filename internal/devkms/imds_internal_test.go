@@ -8,7 +8,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -191,4 +194,62 @@ func TestRoleCredentialsHistory(t *testing.T) {
 	if len(r.sets) != maxIMDSCredentialSets || len(r.byID) != maxIMDSCredentialSets {
 		t.Fatalf("%d sets and %d IDs remembered, want %d", len(r.sets), len(r.byID), maxIMDSCredentialSets)
 	}
+}
+
+// FuzzIMDSRequest: whatever the method, path, token and TTL, the IMDS
+// answers one of its statuses without panicking, serves metadata only to a
+// valid token and issues tokens only to a well-formed PUT.
+func FuzzIMDSRequest(f *testing.F) {
+	cfg := DefaultConfig()
+	cfg.IMDS = "tcp://127.0.0.1:0"
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	m := newIMDSService(cfg, func() time.Time { return now }, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	valid := m.newToken(now.Add(time.Minute))
+	seeds := [][4]string{
+		{"PUT", "/latest/api/token", "", "21600"},
+		{"PUT", "/latest/api/token", "", "0"},
+		{"PUT", "/2021-03-23/api/token", "", "60"},
+		{"GET", "/latest/meta-data/iam/security-credentials/enclave-parent", valid, ""},
+		{"GET", "/latest/meta-data/iam/security-credentials/", valid, ""},
+		{"GET", "/latest/dynamic/instance-identity/document", valid, ""},
+		{"HEAD", "/latest/meta-data/placement/region", valid, ""},
+		{"GET", "/latest/meta-data/placement/region", "", ""},
+		{"GET", "/latest/meta-data/placement/region", valid[:len(valid)-1] + "=", ""},
+		{"GET", "/latest/../meta-data", valid, ""},
+		{"DELETE", "/latest/meta-data/", valid, ""},
+	}
+	if len(seeds) == 0 {
+		f.Fatal("no seeds")
+	}
+	for _, s := range seeds {
+		f.Add(s[0], s[1], s[2], s[3])
+	}
+	f.Fuzz(func(t *testing.T, method, path, token, ttl string) {
+		r := &http.Request{Method: method, URL: &url.URL{Path: path}, Header: http.Header{}, Body: http.NoBody}
+		if token != "" {
+			r.Header.Set(imdsTokenHeader, token)
+		}
+		if ttl != "" {
+			r.Header.Set(imdsTokenTTLHeader, ttl)
+		}
+		w := httptest.NewRecorder()
+		m.ServeHTTP(w, r.WithContext(context.Background()))
+		switch w.Code {
+		case 200:
+		case 400, 401, 403, 404, 405:
+			return
+		default:
+			t.Fatalf("%s %q: status %d", method, path, w.Code)
+		}
+		if method == http.MethodPut {
+			n, err := strconv.Atoi(strings.TrimSpace(ttl))
+			if path != imdsTokenPath || err != nil || n < imdsMinTokenTTL || n > imdsMaxTokenTTL {
+				t.Fatalf("a token for PUT %q with TTL %q", path, ttl)
+			}
+			return
+		}
+		if m.checkToken(token, now) != "" {
+			t.Fatalf("%s %q served with an invalid token %q", method, path, token)
+		}
+	})
 }
