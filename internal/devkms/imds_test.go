@@ -271,6 +271,7 @@ func TestIMDSTokenRequired(t *testing.T) {
 			t.Errorf("the log lacks %q", want)
 		}
 	}
+	checkNoSecrets(t, s, good)
 }
 
 var imdsTimeRE = regexp.MustCompile(`^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$`)
