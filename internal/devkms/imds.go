@@ -53,9 +53,10 @@ const (
 	// current one expires. Clients must see it before they give up on the
 	// old one: kmsproxyd polls IMDS at most every 30 seconds once its
 	// credentials are within five minutes of expiry, and stops using
-	// credentials 30 seconds before their Expiration (the AWS SDKs leave
-	// similar margins). One minute of overlap is the least that holds one
-	// poll between the new set's arrival and the old one's end.
+	// credentials 30 seconds before their Expiration
+	// (internal/credentials: MinInterval, ExpiryMargin). One minute of
+	// overlap is the least that holds one such poll between the new set's
+	// arrival and the old one's end.
 	MinIMDSCredentialLifetime = 2 * time.Minute
 	// MaxIMDSCredentialLifetime is the longest --imds-credential-lifetime:
 	// the longest session an IAM role can have (IAM API Reference,
@@ -88,7 +89,7 @@ const (
 const (
 	// imdsMaxHeaderBytes bounds a request's header block. IMDS requests
 	// are a request line, Host, one token header (devkms's tokens are
-	// imdsTokenLen bytes, EC2's 56) and a few standard headers, well under
+	// imdsTokenLen bytes) and a few standard headers, well under
 	// 1 KiB; 8 KiB leaves room for whatever a proxy or SDK adds. net/http
 	// answers 431 past it (it allows 4096 bytes of slack on top).
 	imdsMaxHeaderBytes = 8 << 10
@@ -312,8 +313,11 @@ func (m *imdsService) checkToken(tok string, now time.Time) string {
 	if tok == "" {
 		return "no " + imdsTokenHeader + " header: an IMDSv1 request, refused because this IMDS requires IMDSv2 (as an instance with HttpTokens=required); get a token with PUT " + imdsTokenPath
 	}
+	if len(tok) != imdsTokenLen {
+		return "the token is not one this IMDS issued (wrong length)"
+	}
 	b, err := base64.StdEncoding.DecodeString(tok)
-	if len(tok) != imdsTokenLen || err != nil || len(b) != imdsTokenRaw {
+	if err != nil || len(b) != imdsTokenRaw {
 		return "the token is not one this IMDS issued (malformed)"
 	}
 	mac := hmac.New(sha256.New, m.tokenKey)
