@@ -115,7 +115,7 @@ func Parse(data []byte, filename string) (*Policy, error) {
 var topFields = []string{"kms", "listeners"}
 
 // kmsFields are the fields the kms: section may hold.
-var kmsFields = []string{"accounts", "regions"}
+var kmsFields = []string{"accounts", "regions", "keys"}
 
 // listenerFields are the fields a listener's mapping may hold.
 var listenerFields = []string{"operations", "keys", "encryption_context", "without_encryption_context", "plaintext",
@@ -265,7 +265,7 @@ func (p *parser) position(n *yaml.Node) string {
 
 // kms parses the kms: section.
 func (p *parser) kms(n *yaml.Node, path string) (*Pin, error) {
-	pairs, err := p.mapping(n, path, "must be a mapping with accounts (and optionally regions)")
+	pairs, err := p.mapping(n, path, "must be a mapping with accounts (and optionally regions and keys)")
 	if err != nil {
 		return nil, err
 	}
@@ -273,6 +273,7 @@ func (p *parser) kms(n *yaml.Node, path string) (*Pin, error) {
 		return nil, p.errorAt(n, path, "empty: list the accounts whose keys kmsproxyd may use under accounts, or omit kms")
 	}
 	pin := &Pin{}
+	var keyNodes []*yaml.Node
 	for _, kv := range pairs {
 		fpath := path + "." + kv.name
 		switch kv.name {
@@ -284,14 +285,98 @@ func (p *parser) kms(n *yaml.Node, path string) (*Pin, error) {
 			pin.Regions, err = p.pinList(kv.value, fpath, "region", regionPattern,
 				"a region name looks like eu-west-1 or us-gov-west-1")
 			pin.regionsAt = p.position(kv.value)
+		case "keys":
+			pin.Keys, keyNodes, err = p.pinKeys(kv.value, fpath)
+			pin.keysAt = p.position(kv.value)
 		default:
-			err = p.errorAt(kv.key, path, "unknown field %s%s; kms holds accounts and regions", echo(kv.name), suggest.DidYouMean(kv.name, kmsFields))
+			err = p.errorAt(kv.key, path, "unknown field %s%s; kms holds accounts, regions and keys", echo(kv.name), suggest.DidYouMean(kv.name, kmsFields))
 		}
 		if err != nil {
 			return nil, err
 		}
 	}
+	// A key pattern naming an account or region the pin leaves out could
+	// never match: say so rather than refuse every answer at run time.
+	for i, k := range pin.Keys {
+		f := strings.SplitN(k, ":", 6)
+		ipath := fmt.Sprintf("%s.keys[%d]", path, i)
+		if len(pin.Accounts) > 0 && !hasWildcard(f[4]) && !slices.Contains(pin.Accounts, f[4]) {
+			return nil, p.errorAt(keyNodes[i], ipath, "key ARN pattern %s names account %s, which kms.accounts does not list, so it could never match: "+
+				"add the account to kms.accounts or correct the key ARN", echo(k), f[4])
+		}
+		if len(pin.Regions) > 0 && !hasWildcard(f[3]) && !slices.Contains(pin.Regions, f[3]) {
+			return nil, p.errorAt(keyNodes[i], ipath, "key ARN pattern %s names region %s, which kms.regions does not list, so it could never match: "+
+				"add the region to kms.regions or correct the key ARN", echo(k), f[3])
+		}
+	}
 	return pin, nil
+}
+
+// keyARNForm is how a kms.keys entry is written.
+const keyARNForm = `a key ARN, arn:PARTITION:kms:REGION:ACCOUNT:key/ID ("arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"), in which * and ? are wildcards`
+
+// pinKeys parses kms.keys: a non-empty list of distinct key ARN patterns
+// (globs as a listener's keys take), each with all six ARN fields, the
+// service kms and a key/ resource that names keys: an alias, which can be
+// moved to another key, cannot pin one, and a pattern for every key id
+// pins no key. It returns the patterns and their nodes.
+func (p *parser) pinKeys(n *yaml.Node, path string) ([]string, []*yaml.Node, error) {
+	items, err := p.sequence(n, path)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(items) == 0 {
+		return nil, nil, p.errorAt(n, path, "empty list: list the key ARNs kmsproxyd may use, or omit the field")
+	}
+	out := make([]string, 0, len(items))
+	seen := make(map[string]int, len(items))
+	for i, item := range items {
+		ipath := fmt.Sprintf("%s[%d]", path, i)
+		s, err := p.str(item, ipath)
+		if err != nil {
+			return nil, nil, err
+		}
+		if reason := checkKeyPattern(s); reason != "" {
+			return nil, nil, p.errorAt(item, ipath, "bad key ARN pattern %s: %s", echo(s), reason)
+		}
+		if reason := checkPinnedKey(s); reason != "" {
+			return nil, nil, p.errorAt(item, ipath, "%s %s", echo(s), reason)
+		}
+		if line, dup := seen[s]; dup {
+			return nil, nil, p.errorAt(item, ipath, "key ARN pattern %s is listed twice (first at line %d)", echo(s), line)
+		}
+		seen[s] = item.Line
+		out = append(out, s)
+	}
+	return out, items, nil
+}
+
+// checkPinnedKey says why a pattern, already a valid key pattern
+// (checkKeyPattern), is no kms.keys entry, or returns "".
+func checkPinnedKey(s string) string {
+	if strings.HasPrefix(s, "alias/") || strings.Contains(s, ":alias/") {
+		return "is an alias: an alias can be moved to another key, so it cannot pin one. " +
+			"List the key ARN of the key it points to here, and the alias under a listener's keys if callers name it"
+	}
+	f := strings.SplitN(s, ":", 6)
+	if len(f) < 6 || f[0] != "arn" {
+		return "is not " + keyARNForm
+	}
+	if f[2] != "kms" {
+		return fmt.Sprintf("names the service %q: write %s", f[2], keyARNForm)
+	}
+	id, ok := strings.CutPrefix(f[5], "key/")
+	if !ok || strings.ContainsAny(id, ":/") {
+		return "is not " + keyARNForm
+	}
+	if strings.Trim(id, "*") == "" {
+		return "matches every key id and so pins no key (kms.accounts and kms.regions already pin the account and region): " +
+			"list the ARN of each key kmsproxyd may use"
+	}
+	if !hasWildcard(f[3]) && !regionPattern.MatchString(f[3]) {
+		return fmt.Sprintf("names the region %q, which is no AWS region name (eu-west-1, us-gov-west-1)", f[3])
+	}
+	return ""
 }
 
 // pinList parses kms.accounts or kms.regions: a non-empty list of distinct

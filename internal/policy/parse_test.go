@@ -455,12 +455,12 @@ var parseErrorTests = []struct {
 	{
 		name: "kms not a mapping",
 		text: "kms: [\"111122223333\"]\nlisteners: {}\n",
-		want: `policy.yaml:1:6: kms: must be a mapping with accounts (and optionally regions), got a list`,
+		want: `policy.yaml:1:6: kms: must be a mapping with accounts (and optionally regions and keys), got a list`,
 	},
 	{
 		name: "kms unknown field",
 		text: "kms:\n  account: [\"111122223333\"]\nlisteners: {}\n",
-		want: `policy.yaml:2:3: kms: unknown field "account" (did you mean "accounts"?); kms holds accounts and regions`,
+		want: `policy.yaml:2:3: kms: unknown field "account" (did you mean "accounts"?); kms holds accounts, regions and keys`,
 	},
 	{
 		name: "kms misspelt at the top",
@@ -471,6 +471,76 @@ var parseErrorTests = []struct {
 		name: "region malformed",
 		text: "kms:\n  accounts: [\"111122223333\"]\n  regions: [eu-west1]\nlisteners: {}\n",
 		want: `policy.yaml:3:13: kms.regions[0]: region "eu-west1" is malformed: a region name looks like eu-west-1 or us-gov-west-1`,
+	},
+	{
+		name: "kms.keys lists an alias",
+		text: "kms:\n  keys: [\"alias/app-data\"]\nlisteners: {}\n",
+		want: `policy.yaml:2:10: kms.keys[0]: "alias/app-data" is an alias: an alias can be moved to another key, so it cannot pin one. ` +
+			`List the key ARN of the key it points to here, and the alias under a listener's keys if callers name it`,
+	},
+	{
+		name: "kms.keys lists an alias ARN",
+		text: "kms:\n  keys:\n    - \"arn:aws:kms:us-east-1:111122223333:alias/app-data\"\nlisteners: {}\n",
+		want: `policy.yaml:3:7: kms.keys[0]: "arn:aws:kms:us-east-1:111122223333:alias/app-data" is an alias: an alias can be moved to another key, so it cannot pin one. ` +
+			`List the key ARN of the key it points to here, and the alias under a listener's keys if callers name it`,
+	},
+	{
+		name: "kms.keys lists every key",
+		text: "kms:\n  keys: [\"arn:aws:kms:us-east-1:111122223333:key/*\"]\nlisteners: {}\n",
+		want: `policy.yaml:2:10: kms.keys[0]: "arn:aws:kms:us-east-1:111122223333:key/*" matches every key id and so pins no key ` +
+			`(kms.accounts and kms.regions already pin the account and region): list the ARN of each key kmsproxyd may use`,
+	},
+	{
+		name: "kms.keys lists a bare key id",
+		text: "kms:\n  keys: [\"1234abcd-12ab-34cd-56ef-1234567890ab\"]\nlisteners: {}\n",
+		want: `policy.yaml:2:10: kms.keys[0]: "1234abcd-12ab-34cd-56ef-1234567890ab" is not ` + keyARNForm,
+	},
+	{
+		name: "kms.keys lists an ARN cut short",
+		text: "kms:\n  keys: [\"arn:aws:kms:*\"]\nlisteners: {}\n",
+		want: `policy.yaml:2:10: kms.keys[0]: "arn:aws:kms:*" is not ` + keyARNForm,
+	},
+	{
+		name: "kms.keys with a wildcard service",
+		text: "kms:\n  keys: [\"arn:aws:*:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab\"]\nlisteners: {}\n",
+		want: `policy.yaml:2:10: kms.keys[0]: "arn:aws:*:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab" names the service "*": write ` + keyARNForm,
+	},
+	{
+		name: "kms.keys with a malformed region",
+		text: "kms:\n  keys: [\"arn:aws:kms:useast1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab\"]\nlisteners: {}\n",
+		want: `policy.yaml:2:10: kms.keys[0]: "arn:aws:kms:useast1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab" names the region "useast1", which is no AWS region name (eu-west-1, us-gov-west-1)`,
+	},
+	{
+		name: "kms.keys with a malformed account",
+		text: "kms:\n  keys: [\"arn:aws:kms:us-east-1:1111:key/1234abcd-12ab-34cd-56ef-1234567890ab\"]\nlisteners: {}\n",
+		want: `policy.yaml:2:10: kms.keys[0]: bad key ARN pattern "arn:aws:kms:us-east-1:1111:key/1234abcd-12ab-34cd-56ef-1234567890ab": ARN account "1111" is not a 12-digit AWS account id`,
+	},
+	{
+		name: "kms.keys names an account kms.accounts leaves out",
+		text: "kms:\n  accounts: [\"111122223333\"]\n  keys: [\"arn:aws:kms:us-east-1:444455556666:key/1234abcd-12ab-34cd-56ef-1234567890ab\"]\nlisteners: {}\n",
+		want: `policy.yaml:3:10: kms.keys[0]: key ARN pattern "arn:aws:kms:us-east-1:444455556666:key/1234abcd-12ab-34cd-56ef-1234567890ab" names account 444455556666, ` +
+			`which kms.accounts does not list, so it could never match: add the account to kms.accounts or correct the key ARN`,
+	},
+	{
+		name: "kms.keys names a region kms.regions leaves out",
+		text: "kms:\n  keys: [\"arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab\"]\n  regions: [eu-west-1]\nlisteners: {}\n",
+		want: `policy.yaml:2:10: kms.keys[0]: key ARN pattern "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab" names region us-east-1, ` +
+			`which kms.regions does not list, so it could never match: add the region to kms.regions or correct the key ARN`,
+	},
+	{
+		name: "kms.keys twice",
+		text: "kms:\n  keys:\n    - \"arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab\"\n    - \"arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab\"\nlisteners: {}\n",
+		want: `policy.yaml:4:7: kms.keys[1]: key ARN pattern "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab" is listed twice (first at line 3)`,
+	},
+	{
+		name: "kms.keys empty",
+		text: "kms:\n  keys: []\nlisteners: {}\n",
+		want: `policy.yaml:2:9: kms.keys: empty list: list the key ARNs kmsproxyd may use, or omit the field`,
+	},
+	{
+		name: "kms.keys a string",
+		text: "kms:\n  keys: \"arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab\"\nlisteners: {}\n",
+		want: `policy.yaml:2:9: kms.keys: must be a list, got the string "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"`,
 	},
 	{
 		name: "region in capitals",
@@ -806,6 +876,10 @@ func TestExampleFile(t *testing.T) {
 	if got := p.KMS().Accounts; !cmp.Equal(got, []string{"111122223333"}) || p.AccountsWarning() != "" {
 		t.Errorf("the example pins accounts %v, want the placeholder 111122223333", got)
 	}
+	const placeholderKey = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+	if got := p.KMS().Keys; !cmp.Equal(got, []string{placeholderKey}) || p.KeysWarning() != "" {
+		t.Errorf("the example pins keys %v, want the placeholder %s", got, placeholderKey)
+	}
 	for name, w := range want {
 		if diff := cmp.Diff(w, p.Rules(name), rulesOpts); diff != "" {
 			t.Errorf("%s rules (-want +got):\n%s", name, diff)
@@ -823,7 +897,7 @@ func TestExampleFile(t *testing.T) {
 
 	// What the hardened parent listener may and may not do.
 	parent := p.Rules(ListenerParent)
-	arn := "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+	arn := placeholderKey
 	ctx := map[string]string{"tenant": "acme"}
 	for _, err := range []error{
 		parent.AllowOperation("Decrypt"), parent.AllowPlaintext("Decrypt"),
@@ -841,6 +915,8 @@ func TestExampleFile(t *testing.T) {
 		parent.AllowKey("arn:aws:kms:eu-west-1:444455556666:key/1234abcd-12ab-34cd-56ef-1234567890ab"),
 		parent.AllowKey("alias/other"), parent.AllowEncryptionContext(nil), parent.AllowControl("info"),
 		parent.AllowAnsweredKey("alias/app-payments", "arn:aws:kms:eu-west-1:444455556666:key/1234abcd-12ab-34cd-56ef-1234567890ab"),
+		parent.AllowAnsweredKey("alias/app-payments", "arn:aws:kms:us-east-1:111122223333:key/0b0b0b0b-1111-4222-8333-444455556666"),
+		p.Rules(ListenerLocal).AllowAnsweredKey("", "arn:aws:kms:us-east-1:111122223333:key/0b0b0b0b-1111-4222-8333-444455556666"),
 		p.Rules(ListenerLocal).AllowAnsweredKey("alias/app-payments", "arn:aws:kms:eu-west-1:444455556666:key/1234abcd-12ab-34cd-56ef-1234567890ab"),
 	} {
 		var d *Denied

@@ -37,8 +37,8 @@ func TestParsePin(t *testing.T) {
 	if got := p.AccountsWarning(); got != "" {
 		t.Errorf("AccountsWarning() = %q with accounts pinned", got)
 	}
-	if got := p.Warnings(); len(got) != 0 {
-		t.Errorf("Warnings() = %q, want none", got)
+	if got := p.Warnings(); len(got) != 1 || got[0] != p.KeysWarning() {
+		t.Errorf("Warnings() = %q, want only KeysWarning", got)
 	}
 	for _, tt := range []struct {
 		name       string
@@ -67,25 +67,135 @@ func TestParsePin(t *testing.T) {
 }
 
 func TestAccountsWarning(t *testing.T) {
+	const key = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 	for _, tt := range []struct {
 		name string
 		p    *Policy
-		want int // warnings
+		want []string // a word each warning must hold, in order
 	}{
-		{"default", Default(), 2},
-		{"file without kms", mustParse(t, "listeners: {}\n"), 1},
-		{"file with regions only", mustParse(t, "kms:\n  regions: [eu-west-1]\nlisteners: {}\n"), 1},
-		{"file with accounts", mustParse(t, "kms:\n  accounts: [\"111122223333\"]\nlisteners: {}\n"), 0},
+		{"default", Default(), []string{"built-in default", "kms.accounts"}},
+		{"file without kms", mustParse(t, "listeners: {}\n"), []string{"kms.accounts"}},
+		{"file with regions only", mustParse(t, "kms:\n  regions: [eu-west-1]\nlisteners: {}\n"), []string{"kms.accounts"}},
+		{"file with accounts", mustParse(t, "kms:\n  accounts: [\"111122223333\"]\nlisteners: {}\n"), []string{"kms.keys"}},
+		{"file with accounts and keys", mustParse(t, "kms:\n  accounts: [\"111122223333\"]\n  keys: [\""+key+"\"]\nlisteners: {}\n"), nil},
+		{"file with keys that name their account", mustParse(t, "kms:\n  keys: [\""+key+"\"]\nlisteners: {}\n"), nil},
+		{"file with keys of any account", mustParse(t, "kms:\n  keys: [\"arn:aws:kms:eu-west-1:*:key/1234abcd-*\"]\nlisteners: {}\n"), []string{"kms.accounts"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			w := tt.p.Warnings()
-			if len(w) != tt.want {
-				t.Fatalf("Warnings() = %q, want %d", w, tt.want)
+			if len(w) != len(tt.want) {
+				t.Fatalf("Warnings() = %q, want %d", w, len(tt.want))
 			}
-			if tt.want > 0 && !strings.Contains(w[len(w)-1], "kms.accounts") {
-				t.Errorf("the last warning %q does not name kms.accounts", w[len(w)-1])
+			for i, word := range tt.want {
+				if !strings.Contains(w[i], word) {
+					t.Errorf("warning %d %q does not name %s", i, w[i], word)
+				}
 			}
 		})
+	}
+	// The keys warning names the pinned accounts and who can plant keys.
+	w := mustParse(t, "kms:\n  accounts: [\"111122223333\", \"777788889999\"]\nlisteners: {}\n").KeysWarning()
+	for _, part := range []string{`pinned accounts "111122223333" and "777788889999" is accepted`, "kms:CreateKey", "instance role", "without KeyId"} {
+		if !strings.Contains(w, part) {
+			t.Errorf("KeysWarning() = %q, lacks %q", w, part)
+		}
+	}
+}
+
+// pinnedKeys pins two keys of the account: one key ARN, and the replicas
+// of one multi-Region key in every region.
+const pinnedKeys = `kms:
+  accounts: ["111122223333"]
+  keys:
+    - "arn:aws:kms:eu-west-1:111122223333:key/0a0a0a0a-1111-4222-8333-444455556666"
+    - "arn:aws:kms:*:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab"
+listeners:
+  parent:
+    operations: ["*"]
+    plaintext: true
+  local:
+    operations: ["*"]
+    plaintext: true
+`
+
+// TestAllowAnsweredKeyPinnedKeys is the parent instance, holding the
+// instance role's credentials, creating a key of its own in the pinned
+// account and planting a ciphertext under it for an enclave app that
+// decrypts without KeyId (or a moved alias leading there): with kms.keys,
+// every answer naming another key of the account is refused, on every
+// listener, whatever the request named.
+func TestAllowAnsweredKeyPinnedKeys(t *testing.T) {
+	p := mustParse(t, pinnedKeys)
+	const (
+		own     = "arn:aws:kms:eu-west-1:111122223333:key/0a0a0a0a-1111-4222-8333-444455556666"
+		replica = "arn:aws:kms:ap-south-2:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab"
+		planted = "arn:aws:kms:eu-west-1:111122223333:key/0b0b0b0b-1111-4222-8333-444455556666"
+		foreign = "arn:aws:kms:eu-west-1:444455556666:key/0a0a0a0a-1111-4222-8333-444455556666"
+	)
+	otherKey := "may use only the keys the policy names, and KMS answered with another key: a request that names its key by alias, " +
+		"by bare key id or not at all (Decrypt) is answered with whichever key the alias or the ciphertext names, " +
+		"which anyone who may create keys or move aliases in the account can choose (policy: kms.keys)"
+	wrongAccount := "may use only keys of the accounts the policy names, and KMS answered with a key of another account: " +
+		"the credentials kmsproxyd was given (by IMDS or a push from the parent instance) belong to an account the policy does not name (policy: kms.accounts)"
+	for _, listener := range Listeners {
+		prefix := `listener "` + listener + `" `
+		runChecks(t, p.Rules(listener), []check{
+			{"pinned key, nothing requested", func(r *Rules) error { return r.AllowAnsweredKey("", own) }, ""},
+			{"pinned key by alias", func(r *Rules) error { return r.AllowAnsweredKey("alias/app-data", own) }, ""},
+			{"replica of the pinned multi-Region key", func(r *Rules) error { return r.AllowAnsweredKey("", replica) }, ""},
+			{"planted key, nothing requested", func(r *Rules) error { return r.AllowAnsweredKey("", planted) }, prefix + otherKey},
+			{"planted key by alias", func(r *Rules) error { return r.AllowAnsweredKey("alias/app-data", planted) }, prefix + otherKey},
+			{"planted key by ARN", func(r *Rules) error { return r.AllowAnsweredKey(planted, planted) }, prefix + otherKey},
+			{"pinned key id in another account", func(r *Rules) error { return r.AllowAnsweredKey("", foreign) }, prefix + wrongAccount},
+		})
+	}
+	// Keys alone pin the accounts their ARNs name.
+	alone := mustParse(t, "kms:\n  keys: [\""+own+"\"]\nlisteners:\n  local:\n    operations: [\"*\"]\n    plaintext: true\n")
+	runChecks(t, alone.Rules(ListenerLocal), []check{
+		{"pinned key", func(r *Rules) error { return r.AllowAnsweredKey("", own) }, ""},
+		{"same id in another account", func(r *Rules) error { return r.AllowAnsweredKey("", foreign) }, `listener "local" ` + otherKey},
+		{"answer names no key", func(r *Rules) error { return r.AllowAnsweredKey("", "") },
+			`listener "local" may use only keys of the accounts and regions the policy names, and KMS's answer names no key ARN, so kmsproxyd cannot tell whose key it used (policy: kms.keys)`},
+	})
+	if sum := p.Summary(); sum.KMS == nil || len(sum.KMS.Keys) != 2 {
+		t.Errorf("Summary().KMS = %+v, want both keys", sum.KMS)
+	}
+}
+
+func TestHome(t *testing.T) {
+	for _, tt := range []struct {
+		region, partition string
+	}{
+		{"us-east-1", "aws"},
+		{"eu-central-2", "aws"},
+		{"il-central-1", "aws"},
+		{"cn-northwest-1", "aws-cn"},
+		{"us-gov-west-1", "aws-us-gov"},
+		{"us-iso-east-1", "aws-iso"},
+		{"us-isob-east-1", "aws-iso-b"},
+		{"eu-isoe-west-1", "aws-iso-e"},
+		{"us-isof-south-1", "aws-iso-f"},
+		{"eusc-de-east-1", "aws-eusc"},
+	} {
+		if got := HomeOf(tt.region); got != (Home{Partition: tt.partition, Region: tt.region}) {
+			t.Errorf("HomeOf(%s) = %+v, want partition %s", tt.region, got, tt.partition)
+		}
+	}
+	h := HomeOf("us-gov-west-1")
+	for _, tt := range []struct {
+		arn  string
+		want bool
+	}{
+		{"arn:aws-us-gov:kms:us-gov-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab", true},
+		{"arn:aws-us-gov:kms:us-gov-west-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab", true},
+		{"arn:aws-us-gov:kms:us-gov-east-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab", false},
+		{"arn:aws:kms:us-gov-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab", false},
+		{"arn:aws-us-gov:kms:us-gov-west-1:111122223333:alias/app", false},
+		{"", false},
+	} {
+		if got := h.Contains(tt.arn); got != tt.want {
+			t.Errorf("Home(us-gov-west-1).Contains(%q) = %v, want %v", tt.arn, got, tt.want)
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"time"
 )
@@ -309,8 +310,8 @@ const accountsWarning = "the policy pins no AWS account (kms.accounts): the pare
 	"accounts whose keys kmsproxyd may use under kms.accounts (see enclave/policy.example.yaml)"
 
 // AccountsWarning returns the warning kmsproxyd logs once at start when the
-// policy (the built-in default included) names no account under
-// kms.accounts, or "" when it does.
+// policy (the built-in default included) names no account, under
+// kms.accounts or through the key ARNs of kms.keys, or "" when it does.
 func (p *Policy) AccountsWarning() string {
 	if p.KMS().Pinned() {
 		return ""
@@ -318,11 +319,32 @@ func (p *Policy) AccountsWarning() string {
 	return accountsWarning
 }
 
+// KeysWarning returns the warning kmsproxyd logs once at start when the
+// policy pins accounts but names no key under kms.keys: any key of those
+// accounts is accepted, and whoever may create keys there can have an
+// enclave app decrypt a ciphertext they made or use a key they hold. It
+// returns "" when kms.keys is set, or when no account is pinned
+// (AccountsWarning then says more).
+func (p *Policy) KeysWarning() string {
+	k := p.KMS()
+	if len(k.Keys) > 0 || !k.Pinned() {
+		return ""
+	}
+	accounts := "account"
+	if len(k.Accounts) > 1 {
+		accounts = "accounts"
+	}
+	return fmt.Sprintf("the policy pins no key (kms.keys): any key of the pinned %s %s is accepted, so whoever may create keys there "+
+		"(kms:CreateKey in an IAM policy, the instance role included if it has it: the parent instance holds its credentials) "+
+		"can plant a ciphertext under a key of their own that an enclave app decrypting without KeyId takes for its own data; "+
+		"list the key ARNs kmsproxyd may use under kms.keys (see enclave/policy.example.yaml)", accounts, quoteList(k.Accounts))
+}
+
 // Warnings returns every warning kmsproxyd logs at start for this policy:
-// DefaultWarning and AccountsWarning, when they apply.
+// DefaultWarning, AccountsWarning and KeysWarning, when they apply.
 func (p *Policy) Warnings() []string {
 	var w []string
-	for _, s := range []string{p.DefaultWarning(), p.AccountsWarning()} {
+	for _, s := range []string{p.DefaultWarning(), p.AccountsWarning(), p.KeysWarning()} {
 		if s != "" {
 			w = append(w, s)
 		}
@@ -372,8 +394,8 @@ type Summary struct {
 	Default bool `json:"default"`
 	// SHA256 is the hex SHA-256 of the policy file; absent for the default.
 	SHA256 string `json:"sha256,omitempty"`
-	// KMS is the kms: section: the accounts and regions kmsproxyd's keys
-	// must belong to; absent when the policy pins none.
+	// KMS is the kms: section: the accounts, regions and keys kmsproxyd's
+	// keys must belong to; absent when the policy pins none.
 	KMS *Pin `json:"kms,omitempty"`
 	// Listeners holds the effective rules of every listener, including
 	// deny-all rules for a listener the file leaves out.
@@ -392,9 +414,7 @@ func (p *Policy) Summary() Summary {
 	if s.Default {
 		s.Source = "built-in default"
 	}
-	if k := p.KMS(); len(k.Accounts) > 0 || len(k.Regions) > 0 {
-		s.KMS = &Pin{Accounts: slices.Clone(k.Accounts), Regions: slices.Clone(k.Regions)}
-	}
+	s.KMS = p.KMS().clone()
 	for _, name := range Listeners {
 		s.Listeners[name] = p.Rules(name).clone()
 	}
@@ -413,9 +433,7 @@ type policyFile struct {
 // its deny-all rules).
 func (p *Policy) MarshalYAML() (any, error) {
 	f := policyFile{Listeners: make(map[string]*Rules, len(Listeners))}
-	if k := p.KMS(); len(k.Accounts) > 0 || len(k.Regions) > 0 {
-		f.KMS = &Pin{Accounts: slices.Clone(k.Accounts), Regions: slices.Clone(k.Regions)}
-	}
+	f.KMS = p.KMS().clone()
 	for _, name := range Listeners {
 		f.Listeners[name] = p.Rules(name).clone()
 	}

@@ -141,22 +141,27 @@ func (r *Rules) matchKey(keyID string) bool {
 // applies to every operation but GenerateRandom, which uses no key, on every
 // listener, whatever the request named, and in this order:
 //
-//   - the policy's kms: section (see Pin): when it names accounts or
-//     regions, answered must be a key ARN of one of those accounts and
-//     regions. The parent instance chooses the account kmsproxyd's
-//     credentials belong to, and KMS resolves an alias or a bare key id in
-//     that account, so this is the only check that holds whatever the
-//     request named.
-//   - the listener's keys rule, when it lists patterns: answered must match
-//     one, or requested must have matched one and not be a key ARN: an
-//     alias or a bare key id cannot be matched against the ARN KMS answers
-//     with, and KMS only answers with the key the requested identifier
-//     names (KMS API reference, IncorrectKeyException: "The KeyId in a
-//     Decrypt request and the SourceKeyId in a ReEncrypt request must
-//     identify the same KMS key that was used to encrypt the ciphertext").
-//     A requested key ARN must equal what KMS answers, so then the answer
-//     itself has to match. Which account the alias was resolved in is the
-//     pin's business, above.
+//   - the policy's kms: section (see Pin): when it names accounts, regions
+//     or keys, answered must be a key ARN of one of those accounts and
+//     regions, matching one of those key patterns. The parent instance
+//     chooses the account kmsproxyd's credentials belong to, and KMS
+//     resolves an alias, a bare key id or (for Decrypt without KeyId) the
+//     ciphertext's key in that account, so this is the only check that
+//     holds whatever the request named.
+//   - the listener's keys rule, when it lists patterns. When some of them
+//     can match a key ARN (see namesKeyARNs), answered must match one of
+//     those: the other patterns (aliases, bare key ids) only say which names
+//     a caller may use, never which key they lead to. An alias can be moved
+//     to another key (UpdateAlias, or DeleteAlias and CreateAlias, or
+//     CreateAlias again once KMS has deleted the key it pointed to with its
+//     aliases), so an alias pattern must not vouch for whatever key it
+//     points to today when the policy also says which key it means. When
+//     none can, the listener names its keys only by alias or bare key id,
+//     and requested must have matched one of its patterns and not be a key
+//     ARN; a requested bare key id must be the id of the key answered (KMS
+//     resolves it to that key in the caller's account; a multi-Region key
+//     keeps its id in every region). Which account and which key an alias
+//     was resolved to is then the kms: section's business, above.
 //
 // An answer that names no key fails both checks whenever either applies.
 // The *Denied names the rule but neither the answered key nor its account:
@@ -171,13 +176,46 @@ func (r *Rules) AllowAnsweredKey(requested, answered string) error {
 	if answered == "" {
 		return r.deny("keys", "may use only the keys the policy lists, and KMS's answer names no key")
 	}
-	if r.matchKey(answered) {
-		return nil
+	namesARNs := false
+	for _, p := range r.Keys {
+		if namesKeyARNs(p) {
+			if match(p, answered) {
+				return nil
+			}
+			namesARNs = true
+		}
+	}
+	if namesARNs {
+		return r.deny("keys", "may use only the keys the policy lists, and KMS answered with a key that matches none of its key ARN patterns "+
+			"(an alias or key id pattern says which names a caller may use, not which key they lead to)")
 	}
 	if requested != "" && !isKeyARN(requested) && r.matchKey(requested) {
-		return nil
+		if a, ok := parseKeyARN(answered); ok && (!isBareKeyID(requested) || a.id == requested) {
+			return nil
+		}
 	}
 	return r.deny("keys", "may use only the keys the policy lists, and KMS answered with a key that matches none of them")
+}
+
+// namesKeyARNs reports whether the key pattern p can match a key ARN,
+// arn:PARTITION:kms:REGION:ACCOUNT:key/ID. A key ARN starts with "arn:"
+// and never holds "alias/" (key ids are hexadecimal, or "mrk-" and
+// hexadecimal), so an alias name or alias ARN pattern, and a bare key id
+// pattern, cannot; a pattern starting with a wildcard or an ARN pattern
+// whose resource may start with "key/" can. When in doubt (a pattern that
+// cannot match any key ARN but is not recognised as such) it says yes,
+// which only refuses more answers.
+func namesKeyARNs(p string) bool {
+	switch {
+	case strings.Contains(p, "alias/"):
+		return false
+	case p != "" && (p[0] == '*' || p[0] == '?'):
+		return true
+	case !strings.HasPrefix(p, "arn:"):
+		return false
+	}
+	f := strings.SplitN(p, ":", 6)
+	return len(f) < 6 || couldStartWith(f[5], "key/")
 }
 
 // isKeyARN reports whether id has the form of a key ARN,
@@ -185,6 +223,12 @@ func (r *Rules) AllowAnsweredKey(requested, answered string) error {
 func isKeyARN(id string) bool {
 	f := strings.SplitN(id, ":", 6)
 	return len(f) == 6 && f[0] == "arn" && f[2] == "kms" && strings.HasPrefix(f[5], "key/")
+}
+
+// isBareKeyID reports whether id is neither an ARN nor an alias name: a
+// key id as KMS accepts it in KeyId.
+func isBareKeyID(id string) bool {
+	return !strings.HasPrefix(id, "arn:") && !strings.HasPrefix(id, "alias/")
 }
 
 // AllowEncryptionContext returns nil when ec, the request's encryption

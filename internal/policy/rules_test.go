@@ -36,9 +36,14 @@ const (
 	mrkID    = "mrk-1234abcd12ab34cd56ef1234567890ab"
 )
 
-// answeredUnlisted is the denial of an answered key no pattern matches: it
-// names the rule, not the key.
-const answeredUnlisted = `listener "parent" may use only the keys the policy lists, and KMS answered with a key that matches none of them (policy: listeners.parent.keys)`
+// answeredUnlisted is the denial of an answered key no key ARN pattern of
+// the listener matches: it names the rule, not the key.
+const answeredUnlisted = `listener "parent" may use only the keys the policy lists, and KMS answered with a key that matches none of its key ARN patterns ` +
+	`(an alias or key id pattern says which names a caller may use, not which key they lead to) (policy: listeners.parent.keys)`
+
+// answeredUnlistedByName is the denial of an answered key on a listener
+// that names its keys only by alias or key id.
+const answeredUnlistedByName = `listener "parent" may use only the keys the policy lists, and KMS answered with a key that matches none of them (policy: listeners.parent.keys)`
 
 // check is one Allow call and the error it should give ("" for nil).
 type check struct {
@@ -117,10 +122,14 @@ func TestAllowHardenedParent(t *testing.T) {
 
 		// answered keys
 		{"answered ARN matches", func(r *Rules) error { return r.AllowAnsweredKey("", keyARN) }, ""},
-		{"alias resolved by KMS", func(r *Rules) error { return r.AllowAnsweredKey("alias/app-payments", otherARN) }, ""},
-		{"multi-region key id resolved by KMS", func(r *Rules) error {
-			return r.AllowAnsweredKey(mrkID, "arn:aws:kms:us-east-1:444455556666:key/"+mrkID)
+		{"alias resolved by KMS to a listed key", func(r *Rules) error { return r.AllowAnsweredKey("alias/app-payments", keyARN) }, ""},
+		{"alias resolved by KMS to an unlisted key", func(r *Rules) error { return r.AllowAnsweredKey("alias/app-payments", otherARN) }, answeredUnlisted},
+		{"multi-region key id resolved by KMS to a listed key", func(r *Rules) error {
+			return r.AllowAnsweredKey(mrkID, "arn:aws:kms:us-east-1:111122223333:key/"+mrkID)
 		}, ""},
+		{"multi-region key id resolved by KMS to an unlisted key", func(r *Rules) error {
+			return r.AllowAnsweredKey(mrkID, "arn:aws:kms:us-east-1:444455556666:key/"+mrkID)
+		}, answeredUnlisted},
 		{"requested key ARN but KMS answered another", func(r *Rules) error { return r.AllowAnsweredKey(keyARN, otherARN) }, answeredUnlisted},
 		{"no requested key and an unlisted answer", func(r *Rules) error { return r.AllowAnsweredKey("", otherARN) }, answeredUnlisted},
 		{"requested identifier smuggling an account through a star", func(r *Rules) error {
@@ -164,6 +173,70 @@ func TestAllowHardenedParent(t *testing.T) {
 	if !r.KeysRestricted() {
 		t.Error("KeysRestricted() = false with keys listed")
 	}
+}
+
+// TestAnsweredKeyMatchesKeyARNPatterns is an administrator of the pinned
+// account moving the alias an app names its key by to a key of their own
+// (once the key it pointed to is deleted, KMS deletes its aliases and the
+// name is free again): a listener that lists the alias and the ARN of the
+// key it means accepts only that key, whatever the alias points to; one
+// that names its keys only by alias or key id accepts what the name leads
+// to, and a bare key id only as the id KMS answers with.
+func TestAnsweredKeyMatchesKeyARNPatterns(t *testing.T) {
+	const (
+		meant    = "arn:aws:kms:us-east-1:111122223333:key/0a0a0a0a-1111-4222-8333-444455556666"
+		takeover = "arn:aws:kms:us-east-1:111122223333:key/0b0b0b0b-1111-4222-8333-444455556666"
+	)
+	bound := mustParse(t, `listeners:
+  parent:
+    operations: ["*"]
+    plaintext: true
+    keys: ["alias/app-ledger", "`+meant+`"]
+`).Rules(ListenerParent)
+	runChecks(t, bound, []check{
+		{"alias to the key it means", func(r *Rules) error { return r.AllowAnsweredKey("alias/app-ledger", meant) }, ""},
+		{"alias moved to another key", func(r *Rules) error { return r.AllowAnsweredKey("alias/app-ledger", takeover) }, answeredUnlisted},
+		{"the meant key by ARN", func(r *Rules) error { return r.AllowAnsweredKey(meant, meant) }, ""},
+		{"no key named", func(r *Rules) error { return r.AllowAnsweredKey("", takeover) }, answeredUnlisted},
+	})
+	for _, tt := range []struct {
+		pattern string
+		names   bool
+	}{
+		{"arn:aws:kms:*:111122223333:key/*", true},
+		{"arn:aws:kms:us-east-1:111122223333:*", true},
+		{"arn:aws:kms:*", true},
+		{"*", true},
+		{"?rn:aws:kms:us-east-1:111122223333:key/x", true},
+		{"alias/app-*", false},
+		{"arn:aws:kms:us-east-1:111122223333:alias/app-*", false},
+		{"*:alias/app-*", false},
+		{"1234abcd-12ab-34cd-56ef-1234567890ab", false},
+		{"mrk-*", false},
+	} {
+		if got := namesKeyARNs(tt.pattern); got != tt.names {
+			t.Errorf("namesKeyARNs(%q) = %v, want %v", tt.pattern, got, tt.names)
+		}
+	}
+
+	byName := mustParse(t, `listeners:
+  parent:
+    operations: ["*"]
+    plaintext: true
+    keys: ["alias/app-*", "`+bareID+`", "mrk-*"]
+`).Rules(ListenerParent)
+	runChecks(t, byName, []check{
+		{"alias, whatever key it leads to", func(r *Rules) error { return r.AllowAnsweredKey("alias/app-ledger", takeover) }, ""},
+		{"bare key id answered as itself", func(r *Rules) error { return r.AllowAnsweredKey(bareID, keyARN) }, ""},
+		{"bare key id answered as another key", func(r *Rules) error { return r.AllowAnsweredKey(bareID, takeover) }, answeredUnlistedByName},
+		{"multi-region key id answered as itself", func(r *Rules) error {
+			return r.AllowAnsweredKey(mrkID, "arn:aws:kms:eu-west-1:111122223333:key/"+mrkID)
+		}, ""},
+		{"answer names an alias ARN", func(r *Rules) error {
+			return r.AllowAnsweredKey("alias/app-ledger", "arn:aws:kms:us-east-1:111122223333:alias/app-ledger")
+		}, answeredUnlistedByName},
+		{"unlisted alias", func(r *Rules) error { return r.AllowAnsweredKey("alias/other", keyARN) }, answeredUnlistedByName},
+	})
 }
 
 func TestAllowPassThroughOnly(t *testing.T) {

@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdh"
 	"crypto/rand"
@@ -9,6 +10,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -322,5 +325,137 @@ func TestAnswerFromThePinnedAccount(t *testing.T) {
 		if _, err := c.GenerateDataKey(ctx, &kms.GenerateDataKeyInput{KeyId: aws.String("alias/app-data"), KeySpec: types.DataKeySpecAes256}); err != nil {
 			t.Errorf("%s: GenerateDataKey by alias: %v", l.name, err)
 		}
+	}
+}
+
+// TestAliasMovedToAnotherKeyOfThePinnedAccount is an administrator of the
+// pinned account taking over the alias an enclave app names its key by.
+//
+// The operator binds the local listener to one key, listing the alias the
+// app uses and the key it points to. The generated key policy denies
+// UpdateAlias and DeleteAlias on that key, but when the key is deleted
+// (ScheduleKeyDeletion's waiting period over) KMS deletes its aliases, and
+// an administrator creates alias/app-ledger again for a key whose policy
+// they wrote. devkms has no ScheduleKeyDeletion, so the test frees the
+// alias with DeleteAlias under a permissive policy: the state KMS reaches
+// after the deletion. The alias still matches the listener's alias
+// pattern and the key is in the pinned account, but it is not the key the
+// listener names by ARN: kmsproxyd must refuse the answer, so that the
+// administrator cannot decrypt the data key the app stores.
+func TestAliasMovedToAnotherKeyOfThePinnedAccount(t *testing.T) {
+	const idA = "0a0a0a0a-1111-4222-8333-444455556666"
+	arnA := "arn:aws:kms:" + enclavetest.Region + ":" + enclavetest.Account + ":key/" + idA
+	p, err := policy.Parse([]byte(`kms:
+  accounts: ["`+enclavetest.Account+`"]
+listeners:
+  local:
+    operations: ["*"]
+    keys: ["alias/app-ledger", "`+arnA+`"]
+    plaintext: true
+`), "bound.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := enclavetest.Start(t, enclavetest.Options{Policy: p})
+	permissive := `{"Version":"2012-10-17","Statement":[
+	  {"Effect":"Allow","Principal":{"AWS":"` + enclavetest.OperatorARN + `"},"Action":"kms:*","Resource":"*"},
+	  {"Effect":"Allow","Principal":{"AWS":"` + enclavetest.RoleARN + `"},"Action":["kms:GenerateDataKey","kms:Decrypt"],"Resource":"*"}]}`
+	keyA := e.CreateKey(t, devkms.SeedKey{ID: idA, Policy: permissive, Aliases: []string{"alias/app-ledger"}})
+	app := e.Client(t, e.LocalAddr)
+	if out, err := app.GenerateDataKey(ctx, &kms.GenerateDataKeyInput{KeyId: aws.String("alias/app-ledger"), KeySpec: types.DataKeySpecAes256}); err != nil {
+		t.Fatalf("before the takeover: %v", err)
+	} else if got := aws.ToString(out.KeyId); got != e.DevKMS.KeyARN(keyA) {
+		t.Fatalf("before the takeover the alias names %s, want key A", got)
+	}
+
+	// The administrator's key B, and the alias freed and created again.
+	op := e.Operator(t)
+	keyB := e.CreateKey(t, devkms.SeedKey{Policy: permissive})
+	if _, err := op.DeleteAlias(ctx, &kms.DeleteAliasInput{AliasName: aws.String("alias/app-ledger")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := op.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String("alias/app-ledger"), TargetKeyId: &keyB}); err != nil {
+		t.Fatal(err)
+	}
+
+	out, err := app.GenerateDataKey(ctx, &kms.GenerateDataKeyInput{KeyId: aws.String("alias/app-ledger"), KeySpec: types.DataKeySpecAes256})
+	if err == nil {
+		stolen, derr := op.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: out.CiphertextBlob})
+		if derr == nil && bytes.Equal(stolen.Plaintext, out.Plaintext) {
+			t.Fatalf("the app got a data key under %s (not the key ARN the listener lists), and the administrator decrypts it with that key without any enclave", aws.ToString(out.KeyId))
+		}
+		t.Fatalf("GenerateDataKey by the moved alias answered with %s; want AccessDeniedException (listeners.local.keys)", aws.ToString(out.KeyId))
+	}
+	wantCode(t, err, "AccessDeniedException")
+	if !strings.Contains(err.Error(), "(policy: listeners.local.keys)") || strings.Contains(err.Error(), keyB) {
+		t.Errorf("refusal %q does not name listeners.local.keys, or names the answered key", err)
+	}
+	// Key A by its ARN still works.
+	if _, err := app.GenerateDataKey(ctx, &kms.GenerateDataKeyInput{KeyId: &arnA, KeySpec: types.DataKeySpecAes256}); err != nil {
+		t.Errorf("GenerateDataKey by key A's ARN: %v", err)
+	}
+}
+
+// TestPlantedCiphertextUnderTheParentsOwnKey runs the image's own policy
+// (enclave/policy.yaml, whose placeholder account and key are enclavetest's
+// account and a key created with the placeholder's id) against a parent
+// that holds the instance role's credentials, as it always does (IMDS),
+// with kms:CreateKey among its permissions.
+//
+// The parent creates a key of its own in the pinned account, encrypts a
+// plaintext it chose and plants the ciphertext where an enclave app reads
+// its input. The app decrypts it through the local listener without KeyId,
+// as KMS allows for symmetric ciphertexts and as the image's local
+// listener allows (it lists no keys). kms.accounts passes: the key is in
+// the pinned account. kms.keys must refuse the answer, and the app's own
+// key must keep working.
+func TestPlantedCiphertextUnderTheParentsOwnKey(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "..", "enclave", "policy.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := policy.Parse(raw, "policy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const placeholderID = "1234abcd-12ab-34cd-56ef-1234567890ab"
+	placeholder := "arn:aws:kms:" + enclavetest.Region + ":" + enclavetest.Account + ":key/" + placeholderID
+	if got := p.KMS(); len(got.Accounts) != 1 || got.Accounts[0] != enclavetest.Account || len(got.Keys) != 1 || got.Keys[0] != placeholder {
+		t.Fatalf("enclave/policy.yaml pins %v and %v; the test expects the placeholders %s and %s", got.Accounts, got.Keys, enclavetest.Account, placeholder)
+	}
+	e := enclavetest.Start(t, enclavetest.Options{Policy: p})
+	appKey := e.CreateKey(t, devkms.SeedKey{ID: placeholderID})
+
+	parent := e.Role(t) // the instance role's credentials, straight from IMDS
+	own, err := parent.CreateKey(ctx, &kms.CreateKeyInput{Policy: aws.String(`{"Version":"2012-10-17","Statement":[
+	  {"Effect":"Allow","Principal":{"AWS":"` + enclavetest.RoleARN + `"},"Action":"kms:*","Resource":"*"}]}`)})
+	if err != nil {
+		t.Fatalf("the role creates a key: %v", err)
+	}
+	chosen := []byte(`{"pay":"1000","to":"the parent's owner"}`)
+	planted, err := parent.Encrypt(ctx, &kms.EncryptInput{KeyId: own.KeyMetadata.KeyId, Plaintext: chosen})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	app := e.Client(t, e.LocalAddr)
+	out, err := app.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: planted.CiphertextBlob})
+	if err == nil {
+		t.Fatalf("the enclave app decrypted %q under %s, a key the parent created for itself", out.Plaintext, aws.ToString(out.KeyId))
+	}
+	wantCode(t, err, "AccessDeniedException")
+	if !strings.Contains(err.Error(), "(policy: kms.keys)") || strings.Contains(err.Error(), aws.ToString(own.KeyMetadata.KeyId)) {
+		t.Errorf("refusal %q does not name kms.keys, or names the answered key", err)
+	}
+
+	// The app's own ciphertexts, under the pinned key, still decrypt.
+	secret := []byte("the app's own data")
+	enc, err := e.Operator(t).Encrypt(ctx, &kms.EncryptInput{KeyId: &appKey, Plaintext: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := app.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: enc.CiphertextBlob})
+	if err != nil || !bytes.Equal(got.Plaintext, secret) {
+		t.Fatalf("Decrypt under the pinned key: %q, %v", got.Plaintext, err)
 	}
 }
