@@ -35,7 +35,7 @@ var inputs = map[string]any{
 
 func testServer(t testing.TB, pol *policy.Policy) *Server {
 	t.Helper()
-	s := &Server{cfg: Config{Policy: pol}, log: slog.New(slog.DiscardHandler)}
+	s := &Server{cfg: Config{Policy: pol}, log: slog.New(slog.DiscardHandler), home: policy.HomeOf("us-east-1")}
 	s.metrics = newMetrics(s)
 	return s
 }

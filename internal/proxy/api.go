@@ -308,11 +308,14 @@ func answeredKeys(rq *request, out any) (pairs [][2]string, err error) {
 	return pairs, nil
 }
 
-// checkAnswer applies the policy's pinned accounts and regions and the
-// listener's key rules to the keys KMS says it used, before anything of the
-// answer reaches the caller (policy.Rules.AllowAnsweredKey). A refusal is
-// logged with the key KMS answered with, for the operator, and counted; the
-// caller's AccessDeniedException names only the rule.
+// checkAnswer applies the policy's pinned accounts, regions and keys and
+// the listener's key rules (policy.Rules.AllowAnsweredKey), then
+// kmsproxyd's own region (policy.Home), to the keys KMS says it used,
+// before anything of the answer reaches the caller. A refusal is logged
+// with the key KMS answered with, for the operator, and counted; the
+// caller's AccessDeniedException names only the rule (KMSInternalException
+// naming the upstream step for a key outside the region: no policy line
+// decides that).
 func (s *Server) checkAnswer(rq *request, out any) error {
 	if rq.op == "GenerateRandom" {
 		return nil // no key: KMS answers random bytes only
@@ -323,22 +326,41 @@ func (s *Server) checkAnswer(rq *request, out any) error {
 		return kmsapi.Errorf(kmsapi.KMSInternal, "upstream: kmsproxyd cannot tell which key KMS used for %s", rq.op)
 	}
 	for _, p := range pairs {
-		err := rq.rules.AllowAnsweredKey(p[0], p[1])
-		if err == nil {
+		var refusal *kmsapi.Error
+		rule := "region"
+		if err := rq.rules.AllowAnsweredKey(p[0], p[1]); err != nil {
+			rule = "policy"
+			var d *policy.Denied
+			if errors.As(err, &d) {
+				rule = d.Rule
+			}
+			refusal = kmsapi.PolicyDenied(err)
+		} else if !s.home.Contains(p[1]) {
+			// Whatever the policy says: KMS uses only keys of the region
+			// it is called in (see policy.Home), so an honest KMS never
+			// answers so, and no policy line could fix it.
+			refusal = kmsapi.Errorf(kmsapi.KMSInternal, "upstream: KMS answered %s with a key outside the region kmsproxyd signs for, %s (partition %s), "+
+				"which KMS never does; nothing of the answer was returned", rq.op, s.home.Region, s.home.Partition)
+		} else {
 			continue
-		}
-		rule := "policy"
-		var d *policy.Denied
-		if errors.As(err, &d) {
-			rule = d.Rule
 		}
 		s.metrics.answersRefused.WithLabelValues(rq.listener, rq.op, rule).Inc()
 		s.log.Warn("KMS answer refused: the key it names is not one the policy allows; nothing of the answer was returned",
 			"request_id", rq.id, "listener", rq.listener, "operation", rq.op, "rule", rule,
 			"requested_key", p[0], "answered_key", p[1])
-		return kmsapi.PolicyDenied(err)
+		return refusal
 	}
 	return nil
+}
+
+// secretMembers names the answer member that carries each attested
+// operation's secret (KMS API reference, each operation's Response Syntax).
+var secretMembers = map[string]string{
+	"Decrypt":             "Plaintext",
+	"GenerateDataKey":     "Plaintext",
+	"GenerateDataKeyPair": "PrivateKeyPlaintext",
+	"GenerateRandom":      "Plaintext",
+	"DeriveSharedSecret":  "SharedSecret",
 }
 
 // attested serves an operation that returns a secret: kmsproxyd attaches the
@@ -360,12 +382,26 @@ func (a attested[In, Out]) serve(s *Server, ctx context.Context, w http.Response
 	}
 	rcpt := a.recipient(in)
 	if *rcpt != nil {
-		// The caller attested itself: pass the request through untouched;
-		// KMS's answer holds no plaintext.
+		// The caller attested itself: pass the request through untouched.
+		// KMS answers a Recipient with CiphertextForRecipient only, so the
+		// listener's plaintext rule has nothing to govern, provided the
+		// Recipient really is one: a document KMS must verify, and an
+		// answer without the secret in the clear.
+		if len((*rcpt).AttestationDocument) == 0 {
+			return kmsapi.Errorf(kmsapi.Validation, "Recipient has no AttestationDocument: a request that carries its own Recipient "+
+				"must attest its caller, and kmsproxyd passes it to KMS as it is; omit Recipient to have kmsproxyd attest the enclave")
+		}
 		return s.relay(ctx, w, rq, func(c *kms.Client) (any, error) {
 			out, err := a.call(c, ctx, in)
 			if err != nil {
 				return nil, err
+			}
+			if pt := a.plaintext(out); *pt != nil {
+				clear(*pt)
+				s.log.Error("KMS answer refused: it carries the secret in the clear although the request carried a Recipient; nothing of the answer was returned",
+					"request_id", rq.id, "listener", rq.listener, "operation", rq.op, "member", secretMembers[rq.op])
+				return nil, kmsapi.Errorf(kmsapi.KMSInternal, "upstream: KMS answered a %s that carries its own Recipient with %s in the clear, "+
+					"where it encrypts the secret to the Recipient only; kmsproxyd returned nothing of the answer", rq.op, secretMembers[rq.op])
 			}
 			return out, s.checkAnswer(rq, out)
 		})

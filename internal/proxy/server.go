@@ -11,7 +11,8 @@
 // also has its own budgets, so that one listener's callers cannot starve
 // the other's: in-flight requests, open connections, and NSM attestations
 // for remote verifiers. Every KMS answer that names a key is checked against
-// the policy's pinned accounts and regions before anything of it leaves.
+// kmsproxyd's own region and the policy's pinned accounts, regions and keys
+// before anything of it leaves.
 package proxy
 
 import (
@@ -90,6 +91,9 @@ type Server struct {
 	started  time.Time
 	// acceptance tracks KMS refusing the enclave's attestation (/readyz).
 	acceptance acceptance
+	// home is the partition and region of every key ARN KMS may answer
+	// with: the region the upstream client signs for, fixed at start.
+	home policy.Home
 }
 
 // Requested attestation documents (POST /v1/attestation) each cost an NSM
@@ -130,6 +134,7 @@ func New(cfg Config) (*Server, error) {
 		decrypts:  make(chan struct{}, runtime.GOMAXPROCS(0)),
 		started:   time.Now(),
 		listeners: make(map[string]*listenerHandler, len(policy.Listeners)),
+		home:      policy.HomeOf(cfg.Upstream.Region()),
 	}
 	for _, name := range policy.Listeners {
 		rules := cfg.Policy.Rules(name)

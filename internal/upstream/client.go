@@ -295,6 +295,9 @@ func (c *Client) KMS() *kms.Client { return c.kms }
 // Endpoint returns the endpoint URL in use.
 func (c *Client) Endpoint() string { return c.cfg.Endpoint }
 
+// Region returns the region the client signs for, fixed when it was made.
+func (c *Client) Region() string { return c.cfg.Region }
+
 // Through returns where connections go: the dial address, or "direct".
 func (c *Client) Through() string { return c.through }
 
