@@ -1,9 +1,12 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"reflect"
@@ -204,10 +207,13 @@ func (l *listenerHandler) handle(w http.ResponseWriter, r *http.Request, rq *req
 	// connection (bounded by the listener's connection limit and the read
 	// timeout), never a slot.
 	r.Body = http.MaxBytesReader(w, r.Body, kmsapi.MaxRequestBody)
-	body, err := kmsapi.ReadBody(r, kmsapi.MaxRequestBody)
+	body, err := readBody(r, kmsapi.MaxRequestBody)
 	if err != nil {
 		return err
 	}
+	// The body holds what the caller sent in the clear: Encrypt's
+	// Plaintext, Sign's and GenerateMac's Message.
+	defer clear(body[:cap(body)])
 	select {
 	case l.inflight <- struct{}{}:
 		defer func() { <-l.inflight }()
@@ -221,6 +227,86 @@ func (l *listenerHandler) handle(w http.ResponseWriter, r *http.Request, rq *req
 	ctx, cancel := s.withTimeout(r.Context())
 	defer cancel()
 	return h(s, ctx, w, rq, body)
+}
+
+// readBody reads a request body of at most max bytes (r.Body is already
+// an http.MaxBytesReader) into one buffer, which the caller clears when the
+// request ends. AWS SDKs send Content-Length, and then the buffer is made
+// to size once; a chunked body grows it, and every outgrown buffer is
+// cleared before it is dropped, so no partial copy of the body is left
+// behind (io.ReadAll would leave each one to the garbage collector). A
+// refused body is cleared before readBody returns, including the byte past
+// the limit that http.MaxBytesReader reads to find it too long.
+func readBody(r *http.Request, max int64) ([]byte, error) {
+	size := int64(512)
+	if r.ContentLength >= 0 {
+		// One more byte than declared, so the read that finds the end
+		// needs no bigger buffer.
+		size = min(r.ContentLength, max) + 1
+	}
+	buf := make([]byte, 0, size)
+	for {
+		if len(buf) == cap(buf) {
+			if int64(len(buf)) > max {
+				clear(buf[:cap(buf)])
+				return nil, kmsapi.Errorf(kmsapi.Validation, "Request body exceeds the %d-byte limit", max)
+			}
+			bigger := make([]byte, len(buf), min(2*int64(cap(buf)), max+1))
+			copy(bigger, buf)
+			clear(buf[:cap(buf)])
+			buf = bigger
+		}
+		n, err := r.Body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			clear(buf[:cap(buf)])
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				return nil, kmsapi.Errorf(kmsapi.Validation, "Request body exceeds the %d-byte limit", max)
+			}
+			return nil, kmsapi.Errorf(kmsapi.Serialization, "failed to read request body")
+		}
+	}
+	if int64(len(buf)) > max {
+		clear(buf[:cap(buf)])
+		return nil, kmsapi.Errorf(kmsapi.Validation, "Request body exceeds the %d-byte limit", max)
+	}
+	return buf, nil
+}
+
+// decodeInput decodes a request body into in. encoding/json's Unmarshal
+// reads the body in place; kmsapi.DecodeInput, whose json.Decoder copies
+// the body into a buffer of its own that nobody clears, runs only for a
+// body Unmarshal refuses, to name the problem as it always has (both accept
+// exactly one JSON value with white space around it).
+func decodeInput(body []byte, in any) error {
+	if len(bytes.TrimSpace(body)) > 0 && json.Unmarshal(body, in) == nil {
+		return nil
+	}
+	clearSecrets(in)
+	reflect.ValueOf(in).Elem().SetZero()
+	return kmsapi.DecodeInput(body, in)
+}
+
+// secretInputMembers are the request members that carry data in the clear
+// (KMS API reference, each operation's Request Syntax): Plaintext
+// (Encrypt) and Message (Sign, Verify, GenerateMac, VerifyMac). Every other
+// member is an identifier, a ciphertext, a signature, a MAC, a public key
+// or an attestation document.
+var secretInputMembers = []string{"Plaintext", "Message"}
+
+// clearSecrets zeroes the secretInputMembers of a decoded input (a pointer
+// to a kms.<Operation>Input), once the call to KMS has returned.
+func clearSecrets(in any) {
+	v := reflect.ValueOf(in).Elem()
+	for _, name := range secretInputMembers {
+		if f := v.FieldByName(name); f.IsValid() && f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.Uint8 {
+			clear(f.Bytes())
+		}
+	}
 }
 
 // keyMembers pairs each key member of a KMS request with the member of the
@@ -374,7 +460,8 @@ type attested[In, Out any] struct {
 
 func (a attested[In, Out]) serve(s *Server, ctx context.Context, w http.ResponseWriter, rq *request, body []byte) error {
 	in := new(In)
-	if err := kmsapi.DecodeInput(body, in); err != nil {
+	defer clearSecrets(in)
+	if err := decodeInput(body, in); err != nil {
 		return err
 	}
 	if err := checkInput(rq, in); err != nil {
@@ -475,8 +562,21 @@ func (a attested[In, Out]) serve(s *Server, ctx context.Context, w http.Response
 	return nil
 }
 
+// httpWriteBuffer is the larger of net/http's two write buffers on a
+// server connection: each response writes through a 2 KiB buffer into the
+// connection's 4 KiB one (net/http server.go: bufferBeforeChunkingSize,
+// and newBufioWriterSize(checkConnErrorWriter{c}, 4<<10)). A bufio.Writer
+// hands a write longer than its free space straight to the writer below
+// when it holds nothing, without copying it.
+const httpWriteBuffer = 4 << 10
+
 // writeSecret writes an answer carrying a secret from a buffer sized so it
-// never grows, then clears the buffer.
+// never grows, then clears the buffer. An answer longer than
+// httpWriteBuffer is written after the headers have been flushed, so both
+// of net/http's buffers are empty and pass it to the connection without a
+// copy; a shorter one is copied into them and stays there until a later
+// answer overwrites it (docs/security.md, "What is zeroed, and what is
+// not").
 func writeSecret(w http.ResponseWriter, out any, secretLen int) {
 	buf := make([]byte, 0, 2*secretLen+4096)
 	b, err := kmsapi.AppendOutput(buf, out)
@@ -488,6 +588,9 @@ func writeSecret(w http.ResponseWriter, out any, secretLen int) {
 	w.Header().Set("Content-Type", kmsapi.ContentType)
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(http.StatusOK)
+	if len(b) > httpWriteBuffer {
+		_ = http.NewResponseController(w).Flush()
+	}
 	_, _ = w.Write(b)
 	clear(b[:cap(b)])
 }
@@ -497,7 +600,8 @@ func writeSecret(w http.ResponseWriter, out any, secretLen int) {
 func passThrough[In, Out any](call func(*kms.Client, context.Context, *In, ...func(*kms.Options)) (*Out, error)) opHandler {
 	return func(s *Server, ctx context.Context, w http.ResponseWriter, rq *request, body []byte) error {
 		in := new(In)
-		if err := kmsapi.DecodeInput(body, in); err != nil {
+		defer clearSecrets(in)
+		if err := decodeInput(body, in); err != nil {
 			return err
 		}
 		if err := checkInput(rq, in); err != nil {

@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -425,4 +426,94 @@ func mustParsePolicy(t testing.TB, text string) *policy.Policy {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// recordingListener hands out connections that remember every slice
+// written to them, by reference: what kmsproxyd passed to the connection
+// without a copy is then still kmsproxyd's own buffer.
+type recordingListener struct {
+	net.Listener
+	mu     sync.Mutex
+	writes [][]byte
+}
+
+func (l *recordingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &recordingConn{Conn: c, l: l}, nil
+}
+
+type recordingConn struct {
+	net.Conn
+	l *recordingListener
+}
+
+func (c *recordingConn) Write(p []byte) (int, error) {
+	c.l.mu.Lock()
+	c.l.writes = append(c.l.writes, p)
+	c.l.mu.Unlock()
+	return c.Conn.Write(p)
+}
+
+// TestLargeSecretAnswerSkipsHTTPBuffers: an answer carrying a secret that
+// is longer than net/http's write buffers (a Decrypt of 4,096 bytes, the
+// most KMS encrypts) reaches the connection straight from kmsproxyd's own
+// buffer, which is cleared after the answer: no copy of it stays in
+// net/http's pooled buffers. (Shorter answers are copied there: see
+// docs/security.md.)
+func TestLargeSecretAnswerSkipsHTTPBuffers(t *testing.T) {
+	secret := bytes.Repeat([]byte("s"), 4096)
+	e := startStandIn(t, policy.Default(), func(rq kmsRequest) (int, map[string]any) {
+		return 200, map[string]any{"KeyId": homeKey, "CiphertextForRecipient": envelope(t, rq, secret), "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"}
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rl := &recordingListener{Listener: ln}
+	hs := e.srv.HTTPServer(policy.ListenerLocal, slog.New(slog.DiscardHandler))
+	go func() { _ = hs.Serve(rl) }()
+	t.Cleanup(func() { _ = hs.Close() })
+
+	// One keep-alive connection: the server reads the second request only
+	// after the first one's handler has returned, buffer cleared.
+	hc := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}}
+	t.Cleanup(hc.CloseIdleConnections)
+	var answers [][]byte
+	for range 2 {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+ln.Addr().String()+"/", strings.NewReader(`{"CiphertextBlob":"YmxvYg=="}`))
+		req.Header.Set("X-Amz-Target", "TrentService.Decrypt")
+		req.Header.Set("Content-Type", "application/x-amz-json-1.1")
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var out struct{ Plaintext []byte }
+		if resp.StatusCode != http.StatusOK || json.Unmarshal(b, &out) != nil || !bytes.Equal(out.Plaintext, secret) {
+			t.Fatalf("Decrypt: %d, %d bytes", resp.StatusCode, len(b))
+		}
+		answers = append(answers, b)
+	}
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	var whole [][]byte
+	for _, w := range rl.writes {
+		if len(w) == len(answers[0]) {
+			whole = append(whole, w)
+		}
+	}
+	if len(whole) != 2 {
+		sizes := []int{}
+		for _, w := range rl.writes {
+			sizes = append(sizes, len(w))
+		}
+		t.Fatalf("writes of %v bytes; want each %d-byte answer written whole, not through net/http's buffers", sizes, len(answers[0]))
+	}
+	if !bytes.Equal(whole[0], make([]byte, len(whole[0]))) {
+		t.Error("the first answer's buffer still holds it after the answer")
+	}
 }
