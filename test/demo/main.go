@@ -194,7 +194,10 @@ func (d *demo) run() error {
 		return err
 	}
 
-	d.say("kmsproxyd in the enclave: simulated NSM, release image measurements, the hardened example policy")
+	d.say("kmsproxyd in the enclave: simulated NSM, release image measurements, the hardened example policy with the demo's key pinned")
+	if err := d.writePolicy(); err != nil {
+		return err
+	}
 	release, err := d.startKmsproxyd("kmsproxyd", "release.json", kmsPort)
 	if err != nil {
 		return err
@@ -408,6 +411,30 @@ func (d *demo) writeDevKMSConfig() error {
 	return os.WriteFile(d.path("credentials.yaml"), []byte(creds), 0o600)
 }
 
+// examplePolicyKey is the placeholder key ARN enclave/policy.example.yaml
+// pins under kms.keys, for the operator to replace.
+const examplePolicyKey = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+// writePolicy writes policy.yaml: enclave/policy.example.yaml with the
+// demo key's ARN in place of the placeholder under kms.keys, as an
+// operator would edit it before building the image.
+func (d *demo) writePolicy() error {
+	root, err := harness.RepoRoot()
+	if err != nil {
+		return err
+	}
+	example, err := os.ReadFile(filepath.Join(root, "enclave", "policy.example.yaml"))
+	if err != nil {
+		return err
+	}
+	if !bytes.Contains(example, []byte(examplePolicyKey)) {
+		return fmt.Errorf("enclave/policy.example.yaml no longer pins the placeholder key %s under kms.keys: update the demo", examplePolicyKey)
+	}
+	key := "arn:aws:kms:" + region + ":" + account + ":key/" + keyID
+	fmt.Printf("   policy.yaml: enclave/policy.example.yaml, kms.keys naming %s\n", key)
+	return os.WriteFile(d.path("policy.yaml"), bytes.ReplaceAll(example, []byte(examplePolicyKey), []byte(key)), 0o644)
+}
+
 func val(kv string) string { _, v, _ := strings.Cut(kv, "="); return v }
 
 // startKmsproxyd runs an enclave's kmsproxyd with the given measurements and
@@ -423,10 +450,6 @@ func (d *demo) startKmsproxyd(name, measurements string, kmsPort int) (string, e
 		local = fmt.Sprintf("tcp://127.0.0.1:%d", p)
 		d.localAddr = local
 	}
-	root, err := harness.RepoRoot()
-	if err != nil {
-		return "", err
-	}
 	if err := d.start(name, roleCreds, d.exe("kmsproxyd"),
 		"--nsm", "sim", "--sim-ca", d.path("simca"), "--sim-pcrs", d.path(measurements),
 		"--region", region,
@@ -434,7 +457,7 @@ func (d *demo) startKmsproxyd(name, measurements string, kmsPort int) (string, e
 		"--kms-dial", "unix://"+d.path("vsock-kms.sock"),
 		"--kms-ca", d.path("tls/ca.pem"),
 		"--credentials", "env",
-		"--policy", filepath.Join(root, "enclave", "policy.example.yaml"),
+		"--policy", d.path("policy.yaml"),
 		"--listen-parent", parent,
 		"--listen-local", local,
 		"--log-format", "text"); err != nil {

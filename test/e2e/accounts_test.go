@@ -382,6 +382,116 @@ func TestParentChoosesTheAccount(t *testing.T) {
 	})
 }
 
+// keysPolicy is pinnedPolicy with the owner's two keys pinned by ARN.
+const keysPolicy = `kms:
+  accounts: ["` + account + `"]
+  regions: [` + region + `]
+  keys:
+    - "arn:aws:kms:` + region + `:` + account + `:key/` + keyID + `"
+    - "arn:aws:kms:` + region + `:` + account + `:key/` + agreementKeyID + `"
+listeners:
+  parent:
+    operations: ["*"]
+    plaintext: true
+    credentials_push: true
+    control: ["*"]
+  local:
+    operations: ["*"]
+    plaintext: true
+    control: ["*"]
+`
+
+// TestParentPlantsUnderItsOwnKey is the attack kms.accounts does not stop:
+// the parent, which holds the instance role's credentials, creates a key
+// of its own in the pinned account, encrypts a plaintext it chose under
+// it, and plants the ciphertext where an enclave app reads its input; the
+// app decrypts it through the local listener without naming a key, as KMS
+// allows. With only the account pinned, the app gets the parent's
+// plaintext and kmsproxyd has warned at start that any key of the account
+// is accepted; with the owner's keys pinned (kms.keys), the answer is
+// refused, counted and logged, and the app's own ciphertexts still
+// decrypt.
+func TestParentPlantsUnderItsOwnKey(t *testing.T) {
+	build(t)
+	ctx := context.Background()
+	chosen := []byte(`{"pay": "1000", "to": "the parent's owner"}`)
+	plant := func(t *testing.T, s *stack) []byte {
+		t.Helper()
+		hc, err := s.devkmsHTTP()
+		if err != nil {
+			t.Fatal(err)
+		}
+		parent := kms.New(kms.Options{Region: region, BaseEndpoint: aws.String(fmt.Sprintf("https://localhost:%d", s.kmsPort)),
+			Credentials: s.role.provider(), HTTPClient: hc, Retryer: aws.NopRetryer{}})
+		own, err := parent.CreateKey(ctx, &kms.CreateKeyInput{Policy: aws.String(`{"Version": "2012-10-17", "Statement": [
+		  {"Effect": "Allow", "Principal": {"AWS": "` + roleARN + `"}, "Action": "kms:*", "Resource": "*"}]}`)})
+		if err != nil {
+			t.Fatalf("the role creates a key of its own: %v", err)
+		}
+		out, err := parent.Encrypt(ctx, &kms.EncryptInput{KeyId: own.KeyMetadata.KeyId, Plaintext: chosen})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out.CiphertextBlob
+	}
+
+	t.Run("account pinned", func(t *testing.T) {
+		s := startStack(t, newScan(t), stackOptions{credentials: "push", policy: pinnedPolicy})
+		s.pushCredentials(t)
+		planted := plant(t, s)
+		local, err := clientFor(s.localAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := local.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: planted})
+		if err != nil || string(out.Plaintext) != string(chosen) {
+			t.Fatalf("with only the account pinned the attack should work, but Decrypt gave %q, %v", out.Plaintext, err)
+		}
+		t.Logf("account pinned: the enclave app decrypted the parent's plaintext under %s", aws.ToString(out.KeyId))
+		if !strings.Contains(s.kmsproxyd.log.String(), "the policy pins no key (kms.keys): any key of the pinned account") {
+			t.Error("kmsproxyd did not warn at start that any key of the account is accepted")
+		}
+	})
+
+	t.Run("keys pinned", func(t *testing.T) {
+		s := startStack(t, newScan(t), stackOptions{credentials: "push", policy: keysPolicy})
+		s.pushCredentials(t)
+		planted := plant(t, s)
+		owned, err := s.operatorKMS(t).Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(alias), Plaintext: []byte("the owner's configuration")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range []struct{ name, addr string }{{"parent", s.parentAddr}, {"local", s.localAddr}} {
+			c, err := clientFor(l.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := c.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: planted})
+			if err == nil {
+				t.Fatalf("%s: the enclave app decrypted %q under %s, a key the parent created", l.name, out.Plaintext, aws.ToString(out.KeyId))
+			}
+			var ae smithy.APIError
+			if !errors.As(err, &ae) || ae.ErrorCode() != "AccessDeniedException" || !strings.Contains(ae.ErrorMessage(), "(policy: kms.keys)") {
+				t.Fatalf("%s: Decrypt of the planted ciphertext: %v, want AccessDeniedException naming kms.keys", l.name, err)
+			}
+			hc, err := client.HTTPClient(l.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v, err := metric(hc, `kmsproxy_answers_refused_total{listener="`+l.name+`",operation="Decrypt",rule="kms.keys"}`); err != nil || v != 1 {
+				t.Errorf("%s: refused answers counted %v (%v), want 1", l.name, v, err)
+			}
+			got, err := c.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: owned.CiphertextBlob})
+			if err != nil || string(got.Plaintext) != "the owner's configuration" {
+				t.Errorf("%s: Decrypt under the pinned key: %v", l.name, err)
+			}
+		}
+		if log := s.kmsproxyd.log.String(); strings.Contains(log, "the policy pins no key") || !strings.Contains(log, `"rule":"kms.keys"`) {
+			t.Error("kmsproxyd warned about unpinned keys, or did not log the refusal naming kms.keys")
+		}
+	})
+}
+
 // TestParentChoosesTheRegion: under --credentials imds the region comes
 // from IMDS, which the parent serves. With kms.regions pinned to another
 // region, kmsproxyd refuses to start, naming both regions and the line.

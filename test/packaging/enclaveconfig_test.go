@@ -72,8 +72,8 @@ func TestRunEnclaveConfig(t *testing.T) {
 	}
 }
 
-// The policy the image bakes must load in kmsproxyd, and be narrower than the
-// built-in default.
+// The policy the image bakes must load in kmsproxyd, be narrower than the
+// built-in default, and pin the account and the keys kmsproxyd may use.
 func TestBakedPolicy(t *testing.T) {
 	p, err := policy.Parse(readRepoFile(t, PolicySource), PolicySource)
 	if err != nil {
@@ -97,9 +97,15 @@ func TestBakedPolicy(t *testing.T) {
 	if err := parent.AllowCredentialsPush(); err != nil {
 		t.Errorf("credentials push refused: %v", err)
 	}
-	// The parent chooses kmsproxyd's account unless the policy pins one.
+	// The parent chooses kmsproxyd's account unless the policy pins one,
+	// and whoever may create keys in that account chooses the key unless
+	// the policy pins the keys, by ARN: a pattern for every key id of the
+	// account is refused when the policy is parsed.
 	if w := p.AccountsWarning(); w != "" {
 		t.Errorf("the baked policy pins no account: %s", w)
+	}
+	if w := p.KeysWarning(); w != "" {
+		t.Errorf("the baked policy pins no key: %s", w)
 	}
 	// The example policy must load too: operators start from it.
 	if _, err := policy.Parse(readRepoFile(t, "enclave/policy.example.yaml"), "enclave/policy.example.yaml"); err != nil {
