@@ -109,8 +109,12 @@ var bypassActions = []string{
 // then on. UpdateAlias and DeleteAlias need permission "on the current KMS
 // key (key policy)" (UpdateAlias API reference, Required permissions; KMS
 // Developer Guide, "Controlling access to aliases"), so denying them here
-// pins every alias of this key. CreateAlias stays allowed: a new alias that
-// points here gives nobody anything.
+// keeps every alias of this key on it while the key exists. Deleting the
+// key deletes its aliases ("including all aliases that refer to it",
+// ScheduleKeyDeletion API reference), after which the name can be created
+// for another key: kmsproxyd's policy names keys by ARN (kms.keys) for
+// that. CreateAlias stays allowed: a new alias that points here gives
+// nobody anything.
 var aliasActions = []string{
 	"kms:DeleteAlias",
 	"kms:UpdateAlias",

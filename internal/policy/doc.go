@@ -18,6 +18,7 @@
 //	kms:
 //	  accounts: ["111122223333"]                        # whose keys kmsproxyd may use
 //	  regions: [eu-west-1]                              # optional
+//	  keys: ["arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"]
 //	listeners:
 //	  parent:
 //	    operations: [Decrypt, GenerateDataKey]            # or ["*"]
@@ -36,19 +37,25 @@
 //	    decrypt_cache: {max_age: 5m, max_uses: 1000, max_entries: 10000}
 //
 // The top level holds kms and listeners. kms (see Pin) names the 12-digit
-// AWS account IDs, quoted, and optionally the regions, whose keys kmsproxyd
-// may use: every key KMS answers with must be in them (AllowAnsweredKey),
-// and a region outside kms.regions stops kmsproxyd at start (AllowRegion).
-// Without kms.accounts the policy loads and AccountsWarning says that the
-// parent instance chooses the account. The listener names are parent and
+// AWS account IDs, quoted, optionally the regions, and the key ARN patterns
+// of the keys kmsproxyd may use: every key KMS answers with must be in them
+// (AllowAnsweredKey), and a region outside kms.regions stops kmsproxyd at
+// start (AllowRegion). kms.keys takes key ARNs only: an alias, an
+// incomplete ARN, a pattern for every key id (key/*) and a key of an
+// account or region the other lists leave out are errors. Without
+// kms.accounts the policy loads and AccountsWarning says that the parent
+// instance chooses the account; without kms.keys, KeysWarning says that any
+// key of the pinned accounts is accepted. The listener names are parent and
 // local. In a listener, an omitted field denies:
 //
 //   - operations omitted: no operation. "*" allows every operation in
 //     AttestedOperations and PassThroughOperations; otherwise exact,
 //     case-sensitive names from those lists.
 //   - keys omitted: any key. Otherwise a request must name its key (KeyId)
-//     with an identifier matching one of the patterns (see Rules.AllowKey).
-//     An empty list is an error: omit the field to allow any key.
+//     with an identifier matching one of the patterns (see Rules.AllowKey),
+//     and when some patterns can match a key ARN, the key KMS answers with
+//     must match one of those (see Rules.AllowAnsweredKey). An empty list
+//     is an error: omit the field to allow any key.
 //   - encryption_context omitted: no requirement. Otherwise every listed key
 //     must be in the request's encryption context with a value matching the
 //     glob ("*": present, any value), and the operations that carry no
@@ -93,7 +100,7 @@
 // Without a policy file kmsproxyd uses Default: both listeners may call every
 // operation on any key and receive plaintext, and the parent may push
 // credentials (the behaviour of AWS's kmstool-enclave-cli, which decrypts
-// whatever the parent sends); no account is pinned. kmsproxyd logs
+// whatever the parent sends); no account or key is pinned. kmsproxyd logs
 // Warnings once at start.
 //
 // # Evaluation
@@ -103,7 +110,8 @@
 // the request names; not for GenerateRandom) and AllowEncryptionContext (for
 // operations that carry one), and, once KMS has answered and before anything
 // of the answer leaves the enclave's memory, AllowAnsweredKey for each key
-// the answer names (every operation but GenerateRandom). Control requests
+// the answer names (every operation but GenerateRandom), after checking
+// that the key is in its own partition and region (Home). Control requests
 // ask AllowControl, credential pushes AllowCredentialsPush. A refusal is a
 // *Denied whose message is fit for an AccessDeniedException. The package
 // does no logging and no I/O apart from Load reading the file; a Policy and
