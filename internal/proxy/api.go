@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"reflect"
-	"strconv"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -572,11 +571,11 @@ const httpWriteBuffer = 4 << 10
 
 // writeSecret writes an answer carrying a secret from a buffer sized so it
 // never grows, then clears the buffer. An answer longer than
-// httpWriteBuffer is written after the headers have been flushed, so both
-// of net/http's buffers are empty and pass it to the connection without a
-// copy; a shorter one is copied into them and stays there until a later
-// answer overwrites it (docs/security.md, "What is zeroed, and what is
-// not").
+// httpWriteBuffer is written after the headers have been flushed (writeOK),
+// so both of net/http's buffers are empty and pass it to the connection
+// without a copy; a shorter one is copied into them and stays there until
+// a later answer overwrites it (docs/security.md, "What is zeroed, and
+// what is not").
 func writeSecret(w http.ResponseWriter, out any, secretLen int) {
 	buf := make([]byte, 0, 2*secretLen+4096)
 	b, err := kmsapi.AppendOutput(buf, out)
@@ -585,14 +584,19 @@ func writeSecret(w http.ResponseWriter, out any, secretLen int) {
 		kmsapi.WriteError(w, kmsapi.Errorf(kmsapi.KMSInternal, "failed to encode the answer"))
 		return
 	}
-	w.Header().Set("Content-Type", kmsapi.ContentType)
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	writeAnswer(w, b)
+	clear(b[:cap(b)])
+}
+
+// writeOK writes an encoded answer, whose headers are set, with status
+// 200. One longer than httpWriteBuffer is written after the headers have
+// been flushed, so that it reaches the connection from b itself.
+func writeOK(w http.ResponseWriter, b []byte) {
 	w.WriteHeader(http.StatusOK)
 	if len(b) > httpWriteBuffer {
 		_ = http.NewResponseController(w).Flush()
 	}
 	_, _ = w.Write(b)
-	clear(b[:cap(b)])
 }
 
 // passThrough serves an operation that involves no plaintext: the request

@@ -369,8 +369,7 @@ func (s *Server) fromCache(ctx context.Context, w http.ResponseWriter, rq *reque
 		h := w.Header()
 		h["Content-Type"] = contentTypeHeader
 		h["Content-Length"] = res.contentLength
-		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write(res.answer)
+		writeOK(w, res.answer)
 		return nil, true
 	}
 	c.m.misses.Inc()
@@ -426,13 +425,12 @@ func (ck *cacheCall) write(w http.ResponseWriter, out any, secretLen int) {
 // contentTypeHeader is the Content-Type of every cached answer.
 var contentTypeHeader = []string{kmsapi.ContentType}
 
-// writeAnswer writes an encoded KMS answer with status 200.
+// writeAnswer writes an encoded KMS answer with status 200 (writeOK).
 func writeAnswer(w http.ResponseWriter, b []byte) {
 	h := w.Header()
 	h.Set("Content-Type", kmsapi.ContentType)
 	h.Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(b)
+	writeOK(w, b)
 }
 
 // Domain-separation prefixes of the two hashes.

@@ -461,59 +461,76 @@ func (c *recordingConn) Write(p []byte) (int, error) {
 // is longer than net/http's write buffers (a Decrypt of 4,096 bytes, the
 // most KMS encrypts) reaches the connection straight from kmsproxyd's own
 // buffer, which is cleared after the answer: no copy of it stays in
-// net/http's pooled buffers. (Shorter answers are copied there: see
-// docs/security.md.)
+// net/http's pooled buffers. The same holds for the decrypt cache's miss
+// (which stores the answer) and hit (which answers from memory). (Shorter
+// answers are copied there: see docs/security.md.)
 func TestLargeSecretAnswerSkipsHTTPBuffers(t *testing.T) {
 	secret := bytes.Repeat([]byte("s"), 4096)
-	e := startStandIn(t, policy.Default(), func(rq kmsRequest) (int, map[string]any) {
-		return 200, map[string]any{"KeyId": homeKey, "CiphertextForRecipient": envelope(t, rq, secret), "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"}
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rl := &recordingListener{Listener: ln}
-	hs := e.srv.HTTPServer(policy.ListenerLocal, slog.New(slog.DiscardHandler))
-	go func() { _ = hs.Serve(rl) }()
-	t.Cleanup(func() { _ = hs.Close() })
+	for _, tt := range []struct {
+		name  string
+		pol   *policy.Policy
+		calls int // to KMS, for two identical requests
+	}{
+		{"no cache", policy.Default(), 2},
+		{"decrypt cache miss and hit", mustParsePolicy(t, "listeners:\n  local:\n    operations: [\"*\"]\n    plaintext: true\n"+
+			"    decrypt_cache: {max_age: 5m, max_uses: 10, max_entries: 10}\n"), 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := startStandIn(t, tt.pol, func(rq kmsRequest) (int, map[string]any) {
+				return 200, map[string]any{"KeyId": homeKey, "CiphertextForRecipient": envelope(t, rq, secret), "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"}
+			})
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			rl := &recordingListener{Listener: ln}
+			hs := e.srv.HTTPServer(policy.ListenerLocal, slog.New(slog.DiscardHandler))
+			go func() { _ = hs.Serve(rl) }()
+			t.Cleanup(func() { _ = hs.Close() })
 
-	// One keep-alive connection: the server reads the second request only
-	// after the first one's handler has returned, buffer cleared.
-	hc := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}}
-	t.Cleanup(hc.CloseIdleConnections)
-	var answers [][]byte
-	for range 2 {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+ln.Addr().String()+"/", strings.NewReader(`{"CiphertextBlob":"YmxvYg=="}`))
-		req.Header.Set("X-Amz-Target", "TrentService.Decrypt")
-		req.Header.Set("Content-Type", "application/x-amz-json-1.1")
-		resp, err := hc.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		var out struct{ Plaintext []byte }
-		if resp.StatusCode != http.StatusOK || json.Unmarshal(b, &out) != nil || !bytes.Equal(out.Plaintext, secret) {
-			t.Fatalf("Decrypt: %d, %d bytes", resp.StatusCode, len(b))
-		}
-		answers = append(answers, b)
-	}
-	rl.mu.Lock()
-	defer rl.mu.Unlock()
-	var whole [][]byte
-	for _, w := range rl.writes {
-		if len(w) == len(answers[0]) {
-			whole = append(whole, w)
-		}
-	}
-	if len(whole) != 2 {
-		sizes := []int{}
-		for _, w := range rl.writes {
-			sizes = append(sizes, len(w))
-		}
-		t.Fatalf("writes of %v bytes; want each %d-byte answer written whole, not through net/http's buffers", sizes, len(answers[0]))
-	}
-	if !bytes.Equal(whole[0], make([]byte, len(whole[0]))) {
-		t.Error("the first answer's buffer still holds it after the answer")
+			// One keep-alive connection: the server reads the second
+			// request only after the first one's handler has returned,
+			// buffer cleared.
+			hc := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}}
+			t.Cleanup(hc.CloseIdleConnections)
+			var answers [][]byte
+			for range 2 {
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+ln.Addr().String()+"/", strings.NewReader(`{"CiphertextBlob":"YmxvYg=="}`))
+				req.Header.Set("X-Amz-Target", "TrentService.Decrypt")
+				req.Header.Set("Content-Type", "application/x-amz-json-1.1")
+				resp, err := hc.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				var out struct{ Plaintext []byte }
+				if resp.StatusCode != http.StatusOK || json.Unmarshal(b, &out) != nil || !bytes.Equal(out.Plaintext, secret) {
+					t.Fatalf("Decrypt: %d, %d bytes", resp.StatusCode, len(b))
+				}
+				answers = append(answers, b)
+			}
+			if got := e.kms.calls(); len(got) != tt.calls {
+				t.Errorf("KMS was called %d times, want %d", len(got), tt.calls)
+			}
+			rl.mu.Lock()
+			defer rl.mu.Unlock()
+			var whole [][]byte
+			for _, w := range rl.writes {
+				if len(w) == len(answers[0]) {
+					whole = append(whole, w)
+				}
+			}
+			if len(whole) != 2 {
+				sizes := []int{}
+				for _, w := range rl.writes {
+					sizes = append(sizes, len(w))
+				}
+				t.Fatalf("writes of %v bytes; want each %d-byte answer written whole, not through net/http's buffers", sizes, len(answers[0]))
+			}
+			if !bytes.Equal(whole[0], make([]byte, len(whole[0]))) {
+				t.Error("the first answer's buffer still holds it after the answer")
+			}
+		})
 	}
 }
