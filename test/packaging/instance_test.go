@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/enclavekit/kmsproxy/internal/policy"
 	"github.com/enclavekit/kmsproxy/test/internal/harness"
 )
 
@@ -102,6 +103,7 @@ func TestInstanceUnitCommandLine(t *testing.T) {
 	want := map[string]string{
 		"attestation":   "nitrotpm",
 		"tpm-device":    "/dev/tpmrm0",
+		"policy":        "/etc/kmsproxy/policy.yaml",
 		"listen-parent": "unix:///run/kmsproxy/kmsproxy.sock",
 		"listen-local":  "",
 		"kms-dial":      "direct",
@@ -122,9 +124,35 @@ func TestInstanceUnitCommandLine(t *testing.T) {
 		return
 	}
 	kmsproxyd := goBuild(t, t.TempDir(), "./cmd/kmsproxyd")
-	run := exec.Command(kmsproxyd, append(words[1:], "--region", "us-east-1", "--listen-parent", "unix://"+filepath.Join(t.TempDir(), "k.sock"))...)
+	// The repository's instance policy stands in for the AMI's
+	// /etc/kmsproxy/policy.yaml.
+	run := exec.Command(kmsproxyd, append(words[1:], "--region", "us-east-1", "--listen-parent", "unix://"+filepath.Join(t.TempDir(), "k.sock"),
+		"--policy", filepath.Join(harness.RepoRootT(t), "enclave", "instance", "policy.yaml"))...)
 	out, err := run.CombinedOutput()
 	if run.ProcessState == nil || run.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "failed to open the attestation source: nitrotpm: no TPM device: /dev/tpmrm0 does not exist") {
 		t.Fatalf("kmsproxyd with the unit's flags: %v\n%s", err, out)
+	}
+}
+
+// TestInstancePolicy: the attested instance's policy (installed in the AMI
+// at /etc/kmsproxy/policy.yaml) loads, pins the account and the keys, and
+// opens only the listener the unit serves.
+func TestInstancePolicy(t *testing.T) {
+	const path = "enclave/instance/policy.yaml"
+	p, err := policy.Parse(readRepoFile(t, path), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := p.AccountsWarning(); w != "" {
+		t.Errorf("%s pins no account: %s", path, w)
+	}
+	if w := p.KeysWarning(); w != "" {
+		t.Errorf("%s pins no key: %s", path, w)
+	}
+	if err := p.Rules(policy.ListenerParent).AllowPlaintext("Decrypt"); err != nil {
+		t.Errorf("the instance's apps may not decrypt: %v", err)
+	}
+	if err := p.Rules(policy.ListenerLocal).AllowOperation("Decrypt"); err == nil {
+		t.Error("the local listener, which the unit turns off, is open in the policy")
 	}
 }
