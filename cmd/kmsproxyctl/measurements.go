@@ -6,8 +6,6 @@ import (
 	"strings"
 
 	"github.com/enclavekit/kmsproxy/internal/attestation"
-	"github.com/enclavekit/kmsproxy/internal/nitrotpmsim"
-	"github.com/enclavekit/kmsproxy/internal/nsmsim"
 )
 
 // The two kinds of attestation a key policy can be bound to, as --kind
@@ -63,7 +61,7 @@ func (k *kindFlag) value() attestation.Kind {
 
 // maxMeasurementsFile is the larger of the two measurements parsers'
 // limits, so that the parser of the file's kind, not the read, decides.
-const maxMeasurementsFile = max(nsmsim.MaxMeasurementsSize, nitrotpmsim.MaxMeasurementsSize)
+const maxMeasurementsFile = attestation.MaxMeasurementsSize
 
 // The HashAlgorithm each tool writes: nitro-cli build-enclave and
 // describe-eif print Rust's Debug form of the algorithm, "Sha384 { ... }"
@@ -102,8 +100,8 @@ func hashAlgorithm(b []byte) string {
 
 // loadMeasurements reads the --measurements file of policy generate and
 // policy check: nitro-cli's JSON for an enclave image, or
-// nitro-tpm-pcr-compute's for an instance's Attestable AMI (internal/nsmsim
-// and internal/nitrotpmsim parse them). A file of the other kind is
+// nitro-tpm-pcr-compute's for an instance's Attestable AMI
+// (attestation.ParseMeasurements). A file of the other kind is
 // refused, naming the tool that wrote it, so that a policy is never bound
 // to PCR values of the wrong kind.
 func loadMeasurements(kind attestation.Kind, path string) (map[int][]byte, error) {
@@ -117,9 +115,9 @@ func loadMeasurements(kind attestation.Kind, path string) (map[int][]byte, error
 			return nil, withHint(fmt.Errorf("--measurements %s is nitro-cli's output (HashAlgorithm %q): an enclave image's measurements, not an instance's boot", path, alg),
 				"for a Nitro Enclave, leave out --kind nitrotpm; for an instance that attests with its NitroTPM, give what nitro-tpm-pcr-compute prints for the Attestable AMI")
 		}
-		pcrs, err := nitrotpmsim.ParseMeasurements(b)
+		pcrs, err := attestation.ParseMeasurements(b, attestation.KindNitroTPM)
 		if err != nil {
-			return nil, withHint(fmt.Errorf("--measurements %s: %s", path, strings.TrimPrefix(err.Error(), "nitrotpmsim: ")),
+			return nil, withHint(fmt.Errorf("--measurements %s: %s", path, strings.TrimPrefix(err.Error(), "measurements: ")),
 				"with --kind nitrotpm, --measurements takes the JSON \"nitro-tpm-pcr-compute --image UKI.efi\" prints")
 		}
 		return pcrs, nil
@@ -128,11 +126,11 @@ func loadMeasurements(kind attestation.Kind, path string) (map[int][]byte, error
 		return nil, withHint(fmt.Errorf("--measurements %s is nitro-tpm-pcr-compute's output (HashAlgorithm %q): an instance's boot measurements (NitroTPM), not an enclave image's", path, alg),
 			"for an instance that attests with its NitroTPM, add --kind nitrotpm; for a Nitro Enclave, give what \"nitro-cli build-enclave\" prints")
 	}
-	pcrs, err := nsmsim.ParseMeasurements(b)
+	pcrs, err := attestation.ParseMeasurements(b, attestation.KindEnclave)
 	if err != nil {
-		// ParseMeasurements names its package first; the operator knows
-		// the file by the flag.
-		return nil, withHint(fmt.Errorf("--measurements %s: %s", path, strings.TrimPrefix(err.Error(), "nsmsim: ")),
+		// ParseMeasurements's errors start "measurements: "; the operator
+		// knows the file by the flag.
+		return nil, withHint(fmt.Errorf("--measurements %s: %s", path, strings.TrimPrefix(err.Error(), "measurements: ")),
 			"--measurements takes the JSON \"nitro-cli build-enclave\" or \"nitro-cli describe-eif\" prints (with --kind nitrotpm, what nitro-tpm-pcr-compute prints)")
 	}
 	return pcrs, nil

@@ -195,7 +195,7 @@ func TestParseMeasurements(t *testing.T) {
 		{name: "nitro-cli spelling", json: `{"HashAlgorithm": "Sha384 { ... }", "PCR0": "` + pcr(0) + `"}`, want: map[int][]byte{0: make([]byte, 48)}},
 		{name: "PCR24", json: `{"PCR24": "` + pcr(1) + `"}`, err: "unexpected field"},
 		{name: "PCR04", json: `{"PCR04": "` + pcr(1) + `"}`, err: "unexpected field"},
-		{name: "SHA256", json: `{"HashAlgorithm": "SHA256", "PCR4": "` + pcr(1) + `"}`, err: "SHA384 bank"},
+		{name: "SHA256", json: `{"HashAlgorithm": "SHA256", "PCR4": "` + pcr(1) + `"}`, err: "SHA-384 bank"},
 		{name: "short value", json: `{"PCR4": "abcd"}`, err: "hex digits"},
 		{name: "not hex", json: `{"PCR4": "` + strings.Repeat("zz", 48) + `"}`, err: "not hex"},
 		{name: "no PCRs", json: `{"Measurements": {"HashAlgorithm": "SHA384"}}`, err: "no PCRs"},
@@ -208,7 +208,7 @@ func TestParseMeasurements(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := nitrotpmsim.ParseMeasurements([]byte(tt.json))
 			if tt.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.err) || !strings.HasPrefix(err.Error(), "nitrotpmsim: ") {
+				if err == nil || !strings.Contains(err.Error(), tt.err) || !strings.HasPrefix(err.Error(), "measurements: ") {
 					t.Fatalf("error %v, want one containing %q", err, tt.err)
 				}
 				return

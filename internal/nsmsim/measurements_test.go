@@ -103,8 +103,8 @@ func TestParseMeasurements(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := nsmsim.ParseMeasurements([]byte(tt.json))
 			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.HasPrefix(err.Error(), "nsmsim: ") {
-					t.Fatalf("ParseMeasurements = %v; want an nsmsim: error containing %q", err, tt.wantErr)
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.HasPrefix(err.Error(), "measurements: ") {
+					t.Fatalf("ParseMeasurements = %v; want a measurements: error containing %q", err, tt.wantErr)
 				}
 				return
 			}
