@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/enclavekit/kmsproxy/internal/suggest"
+	"github.com/enclavekit/kmsproxy/internal/yamlfile"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -31,43 +32,14 @@ const MaxFileSize = 64 << 10
 // "FILE:LINE:COLUMN: PATH: REASON", for example
 //
 //	policy.yaml:7:5: listeners.parent.operations[2]: unknown operation "Decrpyt" (did you mean "Decrypt"?)
-type ParseError struct {
-	// Filename is the name given to Parse or Load; "policy" when empty.
-	Filename string
-	// Line and Column are 1-based. Column is 0 for YAML syntax errors,
-	// whose line is the one the YAML parser reports (for an unclosed
-	// bracket or quote, the line where the construct starts or the one
-	// before the problem); Line is 0 when the problem is with the file as
-	// a whole (size, emptiness).
-	Line, Column int
-	// Path locates the offending node, e.g. "listeners.parent.keys[0]";
-	// empty at the top level and for syntax errors.
-	Path string
-	// Reason says what is wrong.
-	Reason string
-}
-
-// Error implements error.
-func (e *ParseError) Error() string {
-	var b strings.Builder
-	if e.Filename == "" {
-		b.WriteString("policy")
-	} else {
-		b.WriteString(e.Filename)
-	}
-	if e.Line > 0 {
-		b.WriteString(":" + strconv.Itoa(e.Line))
-		if e.Column > 0 {
-			b.WriteString(":" + strconv.Itoa(e.Column))
-		}
-	}
-	b.WriteString(": ")
-	if e.Path != "" {
-		b.WriteString(e.Path + ": ")
-	}
-	b.WriteString(e.Reason)
-	return b.String()
-}
+//
+// File is the name given to Parse or Load ("policy" when that is empty);
+// Line and Column are 1-based, Column 0 for YAML syntax errors (whose line
+// is the one the YAML parser reports) and Line 0 for the file as a whole
+// (size, emptiness); Path locates the offending node, e.g.
+// "listeners.parent.keys[0]". It is the error every YAML configuration file
+// of kmsproxy's gives (internal/yamlfile).
+type ParseError = yamlfile.Error
 
 // Load reads and parses the policy file at path. A file larger than
 // MaxFileSize is refused without reading the rest.
@@ -89,7 +61,11 @@ func Load(path string) (*Policy, error) {
 // offending node; see the package documentation for the format and the
 // meaning of omitted fields.
 func Parse(data []byte, filename string) (*Policy, error) {
-	p := &parser{filename: filename}
+	name := filename
+	if name == "" {
+		name = "policy"
+	}
+	p := &parser{filename: name}
 	if len(data) > MaxFileSize {
 		return nil, p.fileError(fmt.Sprintf("file is larger than the %d-byte limit", MaxFileSize))
 	}
@@ -130,11 +106,11 @@ type parser struct {
 }
 
 func (p *parser) fileError(reason string) *ParseError {
-	return &ParseError{Filename: p.filename, Reason: reason}
+	return &ParseError{File: p.filename, Reason: reason}
 }
 
 func (p *parser) errorAt(n *yaml.Node, path, format string, args ...any) *ParseError {
-	return &ParseError{Filename: p.filename, Line: n.Line, Column: n.Column, Path: path, Reason: fmt.Sprintf(format, args...)}
+	return &ParseError{File: p.filename, Line: n.Line, Column: n.Column, Path: path, Reason: fmt.Sprintf(format, args...)}
 }
 
 // yamlLine finds the line number in a go.yaml.in/yaml/v3 syntax error,
@@ -150,7 +126,7 @@ var yamlUnknownAnchor = regexp.MustCompile(`^yaml: unknown anchor '(.*)' referen
 // syntaxError turns a YAML parser error into a *ParseError.
 func (p *parser) syntaxError(data []byte, err error) *ParseError {
 	msg := err.Error()
-	e := &ParseError{Filename: p.filename}
+	e := &ParseError{File: p.filename}
 	switch m := yamlLine.FindStringSubmatch(msg); {
 	case m != nil:
 		e.Line, _ = strconv.Atoi(m[1])
@@ -259,7 +235,7 @@ func (p *parser) top(root *yaml.Node) (*Pin, map[string]*Rules, error) {
 
 // position renders where n is, as "FILE:LINE:COLUMN".
 func (p *parser) position(n *yaml.Node) string {
-	e := &ParseError{Filename: p.filename, Line: n.Line, Column: n.Column}
+	e := &ParseError{File: p.filename, Line: n.Line, Column: n.Column}
 	return strings.TrimSuffix(e.Error(), ": ")
 }
 

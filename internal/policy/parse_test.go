@@ -683,11 +683,11 @@ func TestParseErrorFormat(t *testing.T) {
 		err  ParseError
 		want string
 	}{
-		{"full", ParseError{Filename: "p.yaml", Line: 7, Column: 5, Path: "listeners.parent", Reason: "r"}, "p.yaml:7:5: listeners.parent: r"},
-		{"no path", ParseError{Filename: "p.yaml", Line: 1, Column: 1, Reason: "r"}, "p.yaml:1:1: r"},
-		{"no column", ParseError{Filename: "p.yaml", Line: 3, Reason: "r"}, "p.yaml:3: r"},
-		{"whole file", ParseError{Filename: "p.yaml", Reason: "r"}, "p.yaml: r"},
-		{"no filename", ParseError{Line: 2, Column: 4, Reason: "r"}, "policy:2:4: r"},
+		{"full", ParseError{File: "p.yaml", Line: 7, Column: 5, Path: "listeners.parent", Reason: "r"}, "p.yaml:7:5: listeners.parent: r"},
+		{"no path", ParseError{File: "p.yaml", Line: 1, Column: 1, Reason: "r"}, "p.yaml:1:1: r"},
+		{"no column", ParseError{File: "p.yaml", Line: 3, Reason: "r"}, "p.yaml:3: r"},
+		{"whole file", ParseError{File: "p.yaml", Reason: "r"}, "p.yaml: r"},
+		{"no filename", ParseError{File: "policy", Line: 2, Column: 4, Reason: "r"}, "policy:2:4: r"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
