@@ -98,3 +98,35 @@ func goBuild(t testing.TB, dir, pkg string) string {
 	}
 	return out
 }
+
+// unitRoot returns a root directory for systemd-analyze verify --root that
+// holds this system's unit directory (the targets units are ordered
+// against), and a function that installs a file at its real path under it.
+func unitRoot(t *testing.T) (root string, install func(dest string, data []byte, mode os.FileMode)) {
+	t.Helper()
+	root = t.TempDir()
+	systemUnits := ""
+	for _, d := range []string{"/usr/lib/systemd/system", "/lib/systemd/system"} {
+		if fi, err := os.Stat(filepath.Join(d, "multi-user.target")); err == nil && !fi.IsDir() {
+			systemUnits = d
+			break
+		}
+	}
+	if systemUnits == "" {
+		t.Fatal("systemd-analyze is installed but this system has no unit directory with multi-user.target")
+	}
+	if err := copyTree(systemUnits, filepath.Join(root, "usr/lib/systemd/system")); err != nil {
+		t.Fatal(err)
+	}
+	install = func(dest string, data []byte, mode os.FileMode) {
+		t.Helper()
+		p := filepath.Join(root, filepath.FromSlash(dest))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, data, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root, install
+}

@@ -30,30 +30,7 @@ func TestInstanceUnitVerify(t *testing.T) {
 	if err != nil || len(matches) != 1 {
 		t.Fatalf("enclave/instance has %d units, this test knows 1: keep them (and docs/deployment.md) in step", len(matches))
 	}
-	root := t.TempDir()
-	systemUnits := ""
-	for _, d := range []string{"/usr/lib/systemd/system", "/lib/systemd/system"} {
-		if fi, err := os.Stat(filepath.Join(d, "multi-user.target")); err == nil && !fi.IsDir() {
-			systemUnits = d
-			break
-		}
-	}
-	if systemUnits == "" {
-		t.Fatal("systemd-analyze is installed but this system has no unit directory with multi-user.target")
-	}
-	if err := copyTree(systemUnits, filepath.Join(root, "usr/lib/systemd/system")); err != nil {
-		t.Fatal(err)
-	}
-	install := func(dest string, data []byte, mode os.FileMode) {
-		t.Helper()
-		p := filepath.Join(root, filepath.FromSlash(dest))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, data, mode); err != nil {
-			t.Fatal(err)
-		}
-	}
+	root, install := unitRoot(t)
 	install(instanceUnitDest, readRepoFile(t, instanceUnit), 0o644)
 	bin, err := os.ReadFile(goBuild(t, t.TempDir(), "./cmd/kmsproxyd"))
 	if err != nil {

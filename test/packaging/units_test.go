@@ -66,31 +66,7 @@ func unitFiles(t testing.TB) []string {
 // nitro-enclaves-allocator.service, stand-ins that only exist.
 func TestUnitsVerify(t *testing.T) {
 	analyze := harness.RequireTool(t, "systemd-analyze")
-	root := t.TempDir()
-
-	systemUnits := ""
-	for _, d := range []string{"/usr/lib/systemd/system", "/lib/systemd/system"} {
-		if fi, err := os.Stat(filepath.Join(d, "multi-user.target")); err == nil && !fi.IsDir() {
-			systemUnits = d
-			break
-		}
-	}
-	if systemUnits == "" {
-		t.Fatal("systemd-analyze is installed but this system has no unit directory with multi-user.target")
-	}
-	if err := copyTree(systemUnits, filepath.Join(root, "usr/lib/systemd/system")); err != nil {
-		t.Fatal(err)
-	}
-	install := func(dest string, data []byte, mode os.FileMode) {
-		t.Helper()
-		p := filepath.Join(root, filepath.FromSlash(dest))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, data, mode); err != nil {
-			t.Fatal(err)
-		}
-	}
+	root, install := unitRoot(t)
 	for _, f := range parentInstall {
 		mode := os.FileMode(0o644)
 		if f.dest == "/usr/local/lib/kmsproxy/vsock-proxy-kms" {
