@@ -295,19 +295,7 @@ func TestGeneratedPolicyAttacks(t *testing.T) {
 		return out
 	}
 	runPolicyAttacks(t, attestation.KindEnclave, measured, []attackedPolicy{
-		{"old generated policy", oldGeneratedPolicy(measured), map[string]bool{
-			"role/PutKeyPolicy (the default policy), then Decrypt":                                                       true,
-			"role/CreateGrant for mallory, then mallory decrypts with the grant token":                                   true,
-			"role/UpdateAlias alias/app to the attacker's key, then decrypt what the app encrypts next":                  true,
-			"role/DeleteAlias and CreateAlias alias/app on the attacker's key, then decrypt what the app encrypts next":  true,
-			"admin/Decrypt without attestation":                                                                          true,
-			"admin/PutKeyPolicy (the default policy), then Decrypt":                                                      true,
-			"admin/CreateGrant for mallory, then mallory decrypts with the grant token":                                  true,
-			"admin/UpdateAlias alias/app to the attacker's key, then decrypt what the app encrypts next":                 true,
-			"admin/DeleteAlias and CreateAlias alias/app on the attacker's key, then decrypt what the app encrypts next": true,
-			"admin/ReEncrypt to the attacker's key, then Decrypt there":                                                  true,
-			"admin/GenerateDataKey without attestation":                                                                  true,
-		}, true},
+		{"old generated policy", oldGeneratedPolicy(measured), attacksOnAnAccountWidePolicy, true},
 		{"generated policy", generate(), map[string]bool{
 			// The administrators can replace an unlocked policy: the trust
 			// docs/security.md describes, closed by --lock.
@@ -315,6 +303,24 @@ func TestGeneratedPolicyAttacks(t *testing.T) {
 		}, false},
 		{"generated policy with --lock", generate("--lock"), nil, false},
 	})
+}
+
+// attacksOnAnAccountWidePolicy are the attacks that expose the secret
+// under a key policy that gives the account root kms:* and denies only the
+// role: the old generated policy, and the hand-written instance policy the
+// deployment guide once showed.
+var attacksOnAnAccountWidePolicy = map[string]bool{
+	"role/PutKeyPolicy (the default policy), then Decrypt":                                                       true,
+	"role/CreateGrant for mallory, then mallory decrypts with the grant token":                                   true,
+	"role/UpdateAlias alias/app to the attacker's key, then decrypt what the app encrypts next":                  true,
+	"role/DeleteAlias and CreateAlias alias/app on the attacker's key, then decrypt what the app encrypts next":  true,
+	"admin/Decrypt without attestation":                                                                          true,
+	"admin/PutKeyPolicy (the default policy), then Decrypt":                                                      true,
+	"admin/CreateGrant for mallory, then mallory decrypts with the grant token":                                  true,
+	"admin/UpdateAlias alias/app to the attacker's key, then decrypt what the app encrypts next":                 true,
+	"admin/DeleteAlias and CreateAlias alias/app on the attacker's key, then decrypt what the app encrypts next": true,
+	"admin/ReEncrypt to the attacker's key, then Decrypt there":                                                  true,
+	"admin/GenerateDataKey without attestation":                                                                  true,
 }
 
 // attackedPolicy is a key policy the attacks run against, and which of
