@@ -327,6 +327,32 @@ func (p *parser) pinKeys(n *yaml.Node, path string) ([]string, []*yaml.Node, err
 	return out, items, nil
 }
 
+// keyIDSamples are key ids of the two forms KMS generates: a UUID ("Key
+// identifiers (KeyId)", AWS KMS Developer Guide) and a multi-Region key's
+// "mrk-" and 32 hex digits ("Multi-Region key identifiers"), with digits
+// that differ from sample to sample.
+var keyIDSamples = [][]string{
+	{"00000000-0000-0000-0000-000000000000", "ffffffff-ffff-ffff-ffff-ffffffffffff", "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"},
+	{"mrk-00000000000000000000000000000000", "mrk-ffffffffffffffffffffffffffffffff", "mrk-0f1e2d3c4b5a69788796a5b4c3d2e1f0"},
+}
+
+// matchesEveryKeyID reports whether a key id pattern matches every sample
+// key id of one form: then it admits any key KMS creates, and pins none.
+// "key/*" does, and so do "key/?*", "key/*-*" and a pattern of question
+// marks in a UUID's shape.
+func matchesEveryKeyID(pattern string) bool {
+	for _, ids := range keyIDSamples {
+		every := true
+		for _, id := range ids {
+			every = every && match(pattern, id)
+		}
+		if every {
+			return true
+		}
+	}
+	return false
+}
+
 // checkPinnedKey says why a pattern, already a valid key pattern
 // (checkKeyPattern), is no kms.keys entry, or returns "".
 func checkPinnedKey(s string) string {
@@ -345,7 +371,7 @@ func checkPinnedKey(s string) string {
 	if !ok || strings.ContainsAny(id, ":/") {
 		return "is not " + keyARNForm
 	}
-	if strings.Trim(id, "*") == "" {
+	if matchesEveryKeyID(id) {
 		return "matches every key id and so pins no key (kms.accounts and kms.regions already pin the account and region): " +
 			"list the ARN of each key kmsproxyd may use"
 	}

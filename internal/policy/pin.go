@@ -80,10 +80,11 @@ var (
 	// accountPattern: "An AWS account ID is a 12-digit number" (AWS Account
 	// Management Reference Guide, "View AWS account identifiers").
 	accountPattern = regexp.MustCompile(`^[0-9]{12}$`)
-	// regionPattern accepts the names AWS gives regions: two lowercase
-	// letters, one or more words, a number (us-east-1, eu-central-2,
-	// us-gov-west-1, cn-northwest-1, ap-southeast-5, us-isob-east-1).
-	regionPattern = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$`)
+	// regionPattern accepts the names AWS gives regions: two to four
+	// lowercase letters, one or more words, a number (us-east-1,
+	// eu-central-2, us-gov-west-1, cn-northwest-1, ap-southeast-5,
+	// us-isob-east-1, and the European Sovereign Cloud's eusc-de-east-1).
+	regionPattern = regexp.MustCompile(`^[a-z]{2,4}(-[a-z]+)+-[0-9]{1,2}$`)
 	// keyARNPattern splits a key ARN, arn:PARTITION:kms:REGION:ACCOUNT:key/ID
 	// (KMS Developer Guide, "Key identifiers (KeyId)"). Every KMS answer
 	// that names a key names it this way.

@@ -312,3 +312,35 @@ func TestWithoutEncryptionContext(t *testing.T) {
 		}
 	}
 }
+
+// TestPinKeysRefusesEveryPatternThatPinsNoKey: kms.keys refuses not only
+// "key/*" but every pattern that matches any key id KMS generates (a UUID:
+// KMS Developer Guide, "Key identifiers (KeyId)"; or a multi-Region key's
+// mrk- id): the account's every key, an attacker's new one included
+// (kms:CreateKey), would be accepted, and the start-up warning about
+// kms.keys being absent would not be printed because it is not absent.
+func TestPinKeysRefusesEveryPatternThatPinsNoKey(t *testing.T) {
+	const attackersNewKey = "arn:aws:kms:us-east-1:111122223333:key/0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+	for _, id := range []string{"?*", "*?", "*-*", "????????-????-????-????-????????????", "*?*"} {
+		t.Run(id, func(t *testing.T) {
+			text := "kms:\n  accounts: [\"111122223333\"]\n  keys: [\"arn:aws:kms:us-east-1:111122223333:key/" + id + "\"]\nlisteners: {}\n"
+			p, err := Parse([]byte(text), "policy.yaml")
+			if err == nil {
+				denied := p.Rules("parent").AllowAnsweredKey("", attackersNewKey)
+				t.Fatalf("kms.keys key/%s loaded (a new key of the account is then allowed: %v), want the error that it matches every key id and so pins no key", id, denied == nil)
+			}
+			if !strings.Contains(err.Error(), "pins no key") {
+				t.Errorf("error %q does not say that the pattern pins no key", err)
+			}
+		})
+	}
+}
+
+// TestRegionsOfEveryPartition: kms.regions takes the region names of every
+// partition, the European Sovereign Cloud's four-letter prefix included.
+func TestRegionsOfEveryPartition(t *testing.T) {
+	text := "kms:\n  accounts: [\"111122223333\"]\n  regions: [eu-west-1, us-gov-west-1, cn-northwest-1, us-isob-east-1, eusc-de-east-1]\nlisteners: {}\n"
+	if _, err := Parse([]byte(text), "policy.yaml"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -523,10 +523,10 @@ func (a attested[In, Out]) serve(s *Server, ctx context.Context, w http.Response
 		return err
 	}); err != nil {
 		ke := upstream.ToKMSError(err)
-		s.noteAttested(rq, ke)
+		s.noteAttested(rq, in, ke)
 		return ke
 	}
-	s.noteAttested(rq, nil)
+	s.noteAttested(rq, in, nil)
 	if err := s.checkAnswer(rq, out); err != nil {
 		return err
 	}

@@ -77,6 +77,12 @@ type credsID [sha256.Size]byte
 type cacheEntry struct {
 	key   cacheKey
 	creds credsID
+	// credsExpire is when the credentials that obtained the answer expire,
+	// as they said when the answer was obtained (zero: they do not). An
+	// entry answers no request past it, whatever credentials with the same
+	// fingerprint say later: a parent that pushes them again with a later
+	// Expiration or none does not extend it.
+	credsExpire time.Time
 	// born is when kmsproxyd looked the request up, just before it sent
 	// it to KMS: never later than KMS answered.
 	born time.Time
@@ -170,7 +176,8 @@ func (c *decryptCache) get(key cacheKey, cs credsState, dst []byte) lookup {
 	if e == nil {
 		return res
 	}
-	if !res.credsOK || e.creds != cs.id {
+	if !res.credsOK || e.creds != cs.id ||
+		(!e.credsExpire.IsZero() && !now.Add(credentials.ExpiryMargin).Before(e.credsExpire)) {
 		c.evictLocked(e, evictCredentials)
 		return res
 	}
@@ -223,6 +230,12 @@ func (c *decryptCache) put(e *cacheEntry) {
 	}
 	c.entries[e.key] = e
 	c.m.entries.Set(float64(len(c.entries)))
+	if c.oldest == e && c.armed {
+		// e is older than the entry the timer is set for: set it again,
+		// for e's expiry.
+		c.timer.Stop()
+		c.armed = false
+	}
 	c.armLocked(now)
 }
 
@@ -415,6 +428,9 @@ func (ck *cacheCall) write(w http.ResponseWriter, out any, secretLen int) {
 	}
 	e := &cacheEntry{key: ck.key, creds: ck.id, born: ck.born, answer: make([]byte, len(b)),
 		contentLength: []string{strconv.Itoa(len(b))}}
+	if ck.creds.CanExpire {
+		e.credsExpire = ck.creds.Expires
+	}
 	copy(e.answer, b)
 	if d, ok := out.(*kms.DecryptOutput); ok {
 		e.keyID = aws.ToString(d.KeyId)

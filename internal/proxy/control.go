@@ -163,13 +163,14 @@ func (l *listenerHandler) serveAttestation(w http.ResponseWriter, r *http.Reques
 // and the listener's policy allows it.
 func (l *listenerHandler) serveCredentials(w http.ResponseWriter, r *http.Request) {
 	s := l.s
+	// The policy first: a listener that may not push learns nothing more.
+	if err := l.rules.AllowCredentialsPush(); err != nil {
+		writeControlDenied(w, err)
+		return
+	}
 	if s.cfg.Push == nil {
 		kmsapi.WriteError(w, &kmsapi.Error{Type: kmsapi.Validation, Status: http.StatusConflict,
 			Message: "kmsproxyd does not take pushed credentials: it runs with --credentials=" + string(s.cfg.Credentials.Status().Mode)})
-		return
-	}
-	if err := l.rules.AllowCredentialsPush(); err != nil {
-		writeControlDenied(w, err)
 		return
 	}
 	// DecodePush reads at most credentials.MaxPushBody+1 bytes and names

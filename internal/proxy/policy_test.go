@@ -186,6 +186,11 @@ func TestPushRefusedInEnvMode(t *testing.T) {
 	if code, body := pushCreds(t, e, e.ParentAddr, enclavetest.RoleCredentials(time.Now().Add(time.Hour))); code != 409 || !strings.Contains(body, "--credentials=env") {
 		t.Fatalf("push in env mode: %d %s", code, body)
 	}
+	// A listener the policy does not let push learns no more than that,
+	// not the credentials mode.
+	if code, body := pushCreds(t, e, e.LocalAddr, enclavetest.RoleCredentials(time.Now().Add(time.Hour))); code != 403 || strings.Contains(body, "--credentials") {
+		t.Fatalf("push in env mode on a listener that may not push: %d %s", code, body)
+	}
 }
 
 // TestRotationUnderLoad rotates the recipient key every 200 ms while
